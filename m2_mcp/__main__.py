@@ -1,0 +1,3 @@
+from m2_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Model endpoint settings: CLI flag, then environment, then default (contract section 1)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_MODEL = "MiniMaxAI/MiniMax-M2"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    model: str
+    api_key: str
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Endpoint(base_url={self.base_url!r}, model={self.model!r}, api_key=***)"
+
+
+def resolve_endpoint(base_url: str | None = None, model: str | None = None) -> Endpoint:
+    return Endpoint(
+        base_url=(base_url or os.environ.get("M2_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
+        model=model or os.environ.get("M2_MODEL") or DEFAULT_MODEL,
+        api_key=os.environ.get("M2_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+    )
+
+
+def add_endpoint_arguments(parser) -> None:
+    parser.add_argument("--base-url", help=f"OpenAI-compatible base URL (env M2_BASE_URL; default {DEFAULT_BASE_URL})")
+    parser.add_argument("--model", help=f"served model name (env M2_MODEL; default {DEFAULT_MODEL})")

@@ -1,0 +1,135 @@
+"""Run one command as a fresh subprocess: no stdin, own process group, timeout, bounded output.
+
+On timeout or cancellation the whole process group is killed (SIGTERM, then SIGKILL)
+and reaped, so no orphans survive a tool call.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+# Raw capture cap per stream; tools truncate further to the output budget.
+CAPTURE_HEAD = 256 * 1024
+CAPTURE_TAIL = 256 * 1024
+KILL_GRACE_S = 2.0
+
+
+@dataclass
+class ProcResult:
+    exit_code: int | None  # None when killed on timeout
+    stdout: str
+    stderr: str
+    timed_out: bool
+    duration_s: float
+    pid: int
+
+
+class _Capture:
+    """Keeps the first CAPTURE_HEAD and the last CAPTURE_TAIL bytes of a stream."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def feed(self, chunk: bytes) -> None:
+        room = CAPTURE_HEAD - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self.tail += chunk
+            excess = len(self.tail) - CAPTURE_TAIL
+            if excess > 0:
+                del self.tail[:excess]
+                self.dropped += excess
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} bytes of output dropped ...]\n".encode() if self.dropped else b""
+        return (bytes(self.head) + middle + bytes(self.tail)).decode("utf-8", errors="replace")
+
+
+async def _drain(stream: ByteReceiveStream | None, capture: _Capture, done: anyio.Event) -> None:
+    try:
+        if stream is not None:
+            async for chunk in stream:
+                capture.feed(chunk)
+    except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+        pass
+    finally:
+        done.set()
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def run(
+    command: str | list[str],
+    *,
+    cwd: str | os.PathLike[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> ProcResult:
+    """Run `command` (a string runs under `bash -c`) and return its exit code and output."""
+    argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    started = time.monotonic()
+    process = await anyio.open_process(
+        argv,
+        cwd=str(cwd),
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # own process group: killpg reaches every child
+    )
+    out, err = _Capture(), _Capture()
+    timed_out = False
+    try:
+        async with anyio.create_task_group() as tg:
+            done = [anyio.Event(), anyio.Event()]
+            tg.start_soon(_drain, process.stdout, out, done[0])
+            tg.start_soon(_drain, process.stderr, err, done[1])
+            with anyio.move_on_after(timeout) as scope:
+                await process.wait()
+            timed_out = scope.cancelled_caught
+            await _terminate(process)  # also kills background children left in the group
+            with anyio.move_on_after(KILL_GRACE_S):  # a child that left the group may hold the pipes
+                for event in done:
+                    await event.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _terminate(process)
+    return ProcResult(
+        exit_code=None if timed_out else process.returncode,
+        stdout=out.text(),
+        stderr=err.text(),
+        timed_out=timed_out,
+        duration_s=round(time.monotonic() - started, 3),
+        pid=process.pid,
+    )
+
+
+async def _terminate(process: anyio.abc.Process) -> None:
+    """SIGTERM the group, give it a moment, then SIGKILL the group and reap."""
+    if process.returncode is None:
+        kill_group(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(KILL_GRACE_S):
+            await process.wait()
+    kill_group(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        with anyio.move_on_after(KILL_GRACE_S):
+            await process.wait()

@@ -1,0 +1,67 @@
+"""Shared fixtures: real git repositories in temp dirs, and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_repo(path: Path, files: dict[str, str], commit: bool = True) -> Path:
+    """Create a real git repo at `path` holding `files`, committed unless told otherwise."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "config", "user.email", "test@example.com"], check=True)
+    subprocess.run(["git", "-C", str(path), "config", "user.name", "Test"], check=True)
+    subprocess.run(["git", "-C", str(path), "config", "commit.gpgsign", "false"], check=True)
+    for rel, text in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    if commit and files:
+        subprocess.run(["git", "-C", str(path), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(path), "commit", "-q", "-m", "initial"], check=True)
+    return path
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A small committed Python project with a passing test."""
+    return make_repo(
+        tmp_path / "repo",
+        {
+            "calc.py": "def add(a, b):\n    return a + b\n",
+            "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+            ".gitignore": "ignored/\n*.log\n",
+        },
+    )
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m m2_mcp ARGS` as a real subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "m2_mcp", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def pid_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (gone, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
