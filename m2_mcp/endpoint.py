@@ -30,3 +30,9 @@ def resolve_endpoint(base_url: str | None = None, model: str | None = None) -> E
 def add_endpoint_arguments(parser) -> None:
     parser.add_argument("--base-url", help=f"OpenAI-compatible base URL (env M2_BASE_URL; default {DEFAULT_BASE_URL})")
     parser.add_argument("--model", help=f"served model name (env M2_MODEL; default {DEFAULT_MODEL})")
+
+
+def endpoints_from(base_url: str | None = None, model: str | None = None) -> list[Endpoint]:
+    """Several endpoints may be given comma-separated (flag or M2_BASE_URL); tried in order."""
+    first = resolve_endpoint(base_url, model)
+    return [Endpoint(url.strip().rstrip("/"), first.model, first.api_key) for url in first.base_url.split(",") if url.strip()]

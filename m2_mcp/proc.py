@@ -113,6 +113,8 @@ async def run(
     finally:
         with anyio.CancelScope(shield=True):
             await _terminate(process)
+            with anyio.move_on_after(KILL_GRACE_S):
+                await process.aclose()  # close the pipe transports too, even when cancelled mid-read
     return ProcResult(
         exit_code=None if timed_out else process.returncode,
         stdout=out.text(),

@@ -1,13 +1,156 @@
-"""`m2-mcp fix` (not implemented yet)."""
+"""`m2-mcp fix`: the headless auto-fix front door for CI bots and terminals."""
 
-HELP = "fix (not implemented yet)"
+from __future__ import annotations
+
+import os
+
+HELP = "run the M2 agent until the test command passes or a budget ends; result JSON on stdout"
+
+EPILOG = """Prints one progress line per step on stderr and the result JSON (status fixed |
+already_passing | failed | budget_exhausted | cancelled | error) on stdout.
+Exit codes: 0 tests pass at the end, 1 not fixed (failed, budget exhausted,
+cancelled), 2 usage error (bad flag, not a git repo), 3 model endpoint unreachable.
+Without --branch, changes stay in the working tree (a checkpoint is taken first:
+'m2-mcp undo' restores it). With --branch, the work is committed on that new
+branch from a separate worktree; your checkout is not touched."""
 
 
-def add_arguments(parser):
-    pass
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        from m2_mcp.errors import UsageError
+
+        raise UsageError(f"{name} must be a number") from None
+
+
+def add_arguments(parser) -> None:
+    from m2_mcp.endpoint import add_endpoint_arguments
+    from m2_mcp.repo import DEFAULT_TEST_CMD
+
+    import argparse
+
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--repo", help="repository root (env M2_REPO; default: current directory)")
+    parser.add_argument("--task", default=None, help='what to do (default: "make the failing tests pass")')
+    parser.add_argument("--test-cmd", default=DEFAULT_TEST_CMD, help=f"test command (default: {DEFAULT_TEST_CMD})")
+    parser.add_argument("--max-steps", type=int, default=50, help="model turns at most (default: 50)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run (default: 1800)")
+    parser.add_argument("--branch", help="work on this new branch in a separate worktree and commit there")
+    parser.add_argument("--json-out", help="also write the result JSON to this file")
+    parser.add_argument("--allow-test-edits", action="store_true", help="let the agent edit test files")
+    add_endpoint_arguments(parser)
+    parser.add_argument("--max-cost", type=float, default=None, metavar="USD", help="stop once the run costs this much")
+    parser.add_argument("--token-budget", type=int, default=None, metavar="N",
+                        help="stop once prompt+completion tokens reach N")
+    parser.add_argument("--no-progress", type=int, default=3, metavar="N",
+                        help="stop when N test runs in a row fail the same way (default: 3)")
+    parser.add_argument("--price-in", type=float, default=None, metavar="USD",
+                        help="USD per million prompt tokens (env M2_PRICE_IN; default 0.30)")
+    parser.add_argument("--price-out", type=float, default=None, metavar="USD",
+                        help="USD per million completion tokens (env M2_PRICE_OUT; default 1.20)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def run(args) -> int:
+    import anyio
+
     from m2_mcp.errors import UsageError
 
-    raise UsageError("'fix' is not implemented yet")
+    for name in ("max_steps", "no_progress"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    return anyio.run(_run, args)
+
+
+async def _run(args) -> int:
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    import anyio
+
+    from m2_mcp.agent.job import DEFAULT_TASK, Job, JobSpec
+    from m2_mcp.agent.loop import Limits
+    from m2_mcp.agent.model_client import ModelClient
+    from m2_mcp.agent.result import exit_code_for
+    from m2_mcp.endpoint import endpoints_from
+    from m2_mcp.repo import Repo
+
+    repo = Repo.open(args.repo)
+    limits = Limits(
+        max_steps=args.max_steps, timeout_s=args.timeout, max_cost_usd=args.max_cost, max_tokens=args.token_budget,
+        no_progress_runs=args.no_progress,
+        price_in=args.price_in if args.price_in is not None else env_float("M2_PRICE_IN", 0.30),
+        price_out=args.price_out if args.price_out is not None else env_float("M2_PRICE_OUT", 1.20),
+    )
+    spec = JobSpec(repo=repo.root, task=args.task or DEFAULT_TASK, test_cmd=args.test_cmd, branch=args.branch,
+                   allow_test_edits=args.allow_test_edits, limits=limits)
+    endpoints = endpoints_from(args.base_url, args.model)
+    log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    client = ModelClient(endpoints)
+    job = Job(spec, client, emit=progress_printer(log))
+    log(f"m2-mcp fix: {repo.root} via {endpoints[0].base_url} ({endpoints[0].model})")
+    started, started_wall = time.monotonic(), time.time()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_signal, job, tg.cancel_scope, log)
+            result = await job.run()
+            tg.cancel_scope.cancel()
+    finally:
+        await client.aclose()
+    duration = time.monotonic() - started
+    text = json.dumps(result.model_dump(mode="json"), indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+    _record(result, spec, started_wall, duration)
+    log(f"m2-mcp fix: {result.status} after {result.steps} steps, {duration:.1f}s, "
+        f"{result.usage.prompt_tokens + result.usage.completion_tokens} tokens, ${result.usage.cost_usd:.4f}")
+    return exit_code_for(result, job.endpoint_failed)
+
+
+async def _cancel_on_signal(job, scope, log) -> None:
+    import signal
+
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            log("m2-mcp fix: cancelling (signal received)")
+            job.cancel()
+
+
+def progress_printer(log):
+    """One line per step on stderr: step, tool, short args, elapsed, tokens."""
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        if kind == "step":
+            mark = "ok" if event["ok"] else "error"
+            log(f"[step {event['step']}/{event['max_steps']}] {event['tool']} {event['args']} -> {mark} "
+                f"({event['elapsed']}s, {event['tokens']} tokens)")
+        elif kind == "tests_before":
+            log(f"tests before: {event['passed']} passed, {event['failed']} failed, {event['errors']} errors")
+        elif kind == "tests":
+            log(f"  tests: {event['passed']} passed, {event['failed']} failed, {event['errors']} errors")
+        elif kind == "retry":
+            log(f"  model request failed ({event.get('error')}); retry {event.get('attempt')}")
+
+    return on_event
+
+
+def _record(result, spec, started_at: float, duration: float) -> None:
+    try:
+        from m2_mcp.ledger import record_run
+
+        record_run(result.model_dump(mode="json"), task=spec.task, repo=str(spec.repo), source="cli",
+                   started_at=started_at, duration_s=duration)
+    except Exception as exc:  # the ledger is bookkeeping; never fail a run over it
+        import sys
+
+        print(f"m2-mcp fix: warning: run not recorded in the ledger: {exc}", file=sys.stderr)

@@ -1,13 +1,120 @@
-"""`m2-mcp model` (not implemented yet)."""
+"""`m2-mcp model serve|plan|k8s`: run MiniMax-M2 on your GPUs (vLLM or SGLang), size it, deploy it."""
 
-HELP = "model (not implemented yet)"
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run MiniMax-M2 on your GPUs: serve (start or --dry-run), plan (memory), k8s (manifest)"
+
+SERVE_HELP = ("start vLLM (or SGLang) for MiniMax-M2 with M2's tool-call and reasoning parsers, wait until it "
+              "answers, check one tool call, print the M2_BASE_URL to use; Ctrl-C stops it. "
+              "Exit 0 stopped on request, 1 the engine failed or exited, 2 engine not installed/bad flag.")
+PLAN_HELP = ("does MiniMax-M2 fit on these GPUs, how many KV-cache tokens are left, and which flags to use "
+             "(exit 0 fits, 1 does not fit)")
+K8S_HELP = "print a Kubernetes manifest (Deployment, Service, model-cache PVC, optional HPA) for MiniMax-M2"
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser) -> None:
+    from m2_mcp.serving.engine import ENGINES, GPU_COUNTS, add_engine_arguments
+
+    sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", parser_class=type(parser))
+
+    def subparser(name: str, help: str, run):
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+        p.set_defaults(_model_run=run)
+        return p
+
+    serve = subparser("serve", SERVE_HELP, _serve)
+    add_engine_arguments(serve, host_note="; vLLM's own default is 0.0.0.0, so pass --host 0.0.0.0 to serve "
+                         "other machines")
+    serve.add_argument("--dry-run", action="store_true", help="print the exact command and environment, then exit")
+    serve.add_argument("--timeout", type=float, default=1800, metavar="SECONDS",
+                       help="how long to wait for the engine to load and answer /health (default 1800)")
+
+    plan = subparser("plan", PLAN_HELP, _plan)
+    plan.add_argument("--gpus", type=int, choices=GPU_COUNTS, required=True, help="number of GPUs (4 or 8)")
+    plan.add_argument("--gpu-mem", type=float, required=True, metavar="GB", help="memory per GPU in GB (e.g. 96)")
+    plan.add_argument("--context", type=int, metavar="TOKENS", help="context you want per request (default: as much as fits)")
+    plan.add_argument("--concurrency", type=int, metavar="K", help="requests served at once (sets --max-num-seqs)")
+    plan.add_argument("--gpu-mem-util", type=float, default=0.9, metavar="FRACTION",
+                      help="share of each GPU the engine may use, like vLLM's --gpu-memory-utilization (default 0.9)")
+    plan.add_argument("--engine", choices=ENGINES, default="vllm", help="engine whose flags to print (default vllm)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+
+    k8s = subparser("k8s", K8S_HELP, _k8s)
+    add_engine_arguments(k8s, host_default="0.0.0.0", host_note=": the pod must accept traffic from its Service")
+    k8s.add_argument("--name", default="minimax-m2", help="name of the Kubernetes objects (default minimax-m2)")
+    k8s.add_argument("--namespace", default="default", help="namespace (default default)")
+    k8s.add_argument("--image", help="container image (default vllm/vllm-openai:v0.11.2 or lmsysorg/sglang:v0.5.4.post3)")
+    k8s.add_argument("--replicas", type=int, default=1, help="replicas (default 1; the HPA takes over with --hpa)")
+    k8s.add_argument("--hpa", action="store_true", help="add a HorizontalPodAutoscaler on the engine's queue length")
+    k8s.add_argument("--min-replicas", type=int, default=1, help="HPA minimum (default 1)")
+    k8s.add_argument("--max-replicas", type=int, default=4, help="HPA maximum (default 4)")
+    cache = k8s.add_mutually_exclusive_group()
+    cache.add_argument("--cache-pvc", default="minimax-m2-cache", metavar="NAME",
+                       help="PersistentVolumeClaim for the Hugging Face cache, created by the manifest (default minimax-m2-cache)")
+    cache.add_argument("--cache-host-path", metavar="DIR", help="use this node directory for the model cache instead of a PVC")
+    k8s.add_argument("--cache-size", default="300Gi", help="PVC size (default 300Gi; the weights are ~220 GB)")
 
 
 def run(args) -> int:
-    from m2_mcp.errors import UsageError
+    handler = getattr(args, "_model_run", None)
+    if handler is None:
+        sys.stderr.write("m2-mcp model: choose serve, plan or k8s (see 'm2-mcp model --help')\n")
+        return 2
+    return handler(args)
 
-    raise UsageError("'model' is not implemented yet")
+
+def _serve(args) -> int:
+    from m2_mcp.errors import UsageError
+    from m2_mcp.serving.engine import ENV, engine_command, shell_line, spec_from_args
+    from m2_mcp.serving.launch import serve
+
+    spec = spec_from_args(args)
+    if args.dry_run:
+        print(shell_line(engine_command(spec), ENV))
+        return 0
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    return serve(spec, ready_timeout=args.timeout)
+
+
+def _plan(args) -> int:
+    import json
+
+    from m2_mcp.errors import UsageError
+    from m2_mcp.serving.engine import EngineSpec, container_executable, executable, shell_line
+    from m2_mcp.serving.plan import make_plan, render
+
+    if args.gpu_mem <= 0 or not 0 < args.gpu_mem_util <= 1:
+        raise UsageError("--gpu-mem must be positive and --gpu-mem-util in (0, 1]")
+    if (args.context is not None and args.context <= 0) or (args.concurrency is not None and args.concurrency <= 0):
+        raise UsageError("--context and --concurrency must be positive")
+    plan = make_plan(args.gpus, args.gpu_mem, context=args.context, concurrency=args.concurrency,
+                     gpu_mem_util=args.gpu_mem_util, engine=args.engine)
+    prefix = ["vllm", "serve"] if args.engine == "vllm" else container_executable(args.engine)
+    command = shell_line(prefix + plan.engine_args) if plan.fits else ""
+    if args.json:
+        print(json.dumps({**plan.to_dict(), "command": command}, indent=2))
+    else:
+        print(render(plan, command))
+    return 0 if plan.fits else 1
+
+
+def _k8s(args) -> int:
+    from m2_mcp.errors import UsageError
+    from m2_mcp.serving.engine import spec_from_args
+    from m2_mcp.serving.k8s import manifest, to_yaml
+
+    if args.replicas < 1 or args.min_replicas < 1 or args.max_replicas < args.min_replicas:
+        raise UsageError("need --replicas >= 1 and 1 <= --min-replicas <= --max-replicas")
+    docs = manifest(
+        spec_from_args(args), name=args.name, namespace=args.namespace, image=args.image,
+        replicas=args.min_replicas if args.hpa else args.replicas, hpa=args.hpa,
+        min_replicas=args.min_replicas, max_replicas=args.max_replicas, cache_pvc=args.cache_pvc,
+        cache_size=args.cache_size, cache_host_path=args.cache_host_path,
+    )
+    sys.stdout.write(to_yaml(docs))
+    return 0

@@ -1,13 +1,57 @@
-"""`m2-mcp serve` (not implemented yet)."""
+"""`m2-mcp serve`: the MCP server over stdio (default), legacy SSE or streamable HTTP."""
 
-HELP = "serve (not implemented yet)"
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from m2_mcp.transport import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, TRANSPORTS
+
+HELP = "run the MCP server (stdio, or SSE at /sse, or streamable HTTP at /mcp)"
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--transport", choices=TRANSPORTS, default="stdio",
+        help="stdio (default; what IDEs launch), sse (legacy SSE at /sse) or http (streamable HTTP at /mcp)",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST,
+        help=f"address to bind for sse/http (default {DEFAULT_HOST}); any non-loopback address "
+        f"requires {TOKEN_ENV}, which clients then send as 'Authorization: Bearer <token>'",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port for sse/http (default {DEFAULT_PORT})")
+    parser.add_argument("--repo", help="repository root (default: $M2_REPO, else the current directory)")
+    parser.epilog = (
+        "HTTP endpoints: /mcp or /sse, /health, /metrics (Prometheus). Requests with a non-local "
+        f"Origin are refused. With {TOKEN_ENV} set, every request except /health needs the bearer token."
+    )
 
 
 def run(args) -> int:
     from m2_mcp.errors import UsageError
+    from m2_mcp.repo import Repo
+    from m2_mcp.transport import check_bind, serve
 
-    raise UsageError("'serve' is not implemented yet")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
+    repo = Repo.open(args.repo)
+    token = os.environ.get(TOKEN_ENV) or None
+    if args.transport != "stdio":
+        check_bind(args.host, token)
+    setup_logging(debug=getattr(args, "debug", False))
+
+    from m2_mcp.server import build_server
+
+    serve(build_server(repo), args.transport, args.host, args.port, token)
+    return 0
+
+
+def setup_logging(debug: bool) -> None:
+    """Diagnostics go to stderr (stdout is the protocol on stdio); warnings only unless --debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("m2-mcp: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)

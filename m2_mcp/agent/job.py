@@ -1,0 +1,168 @@
+"""One agent job from start to result: workspace, tests before, loop, tests after, result object.
+
+Shared by `m2-mcp fix` and the `m2_task` MCP tool, so both give the same result.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from m2_mcp.agent import prompt
+from m2_mcp.agent.loop import Emit, Limits, Loop, LoopState, emit_event
+from m2_mcp.agent.model_client import ModelClient
+from m2_mcp.agent.result import RunResult, TestCounts, Usage
+from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
+from m2_mcp.tools.testing import TestRun, run_test_command
+from m2_mcp.workspace import TestGuard, Workspace
+
+DEFAULT_TASK = "make the failing tests pass"
+REPO_MAP_TOKENS = 1024
+BUDGET_STOPS = {"max_steps", "timeout", "cost", "tokens"}
+
+
+@dataclass
+class JobSpec:
+    repo: Path
+    task: str = DEFAULT_TASK
+    test_cmd: str = DEFAULT_TEST_CMD
+    branch: str | None = None
+    allow_test_edits: bool = False
+    limits: Limits = field(default_factory=Limits)
+    test_timeout: float = 600.0
+
+
+counts = TestCounts.of
+
+
+def failures_text(run: TestRun, limit: int = 20) -> str:
+    head = f"{run.passed} passed, {run.failed} failed, {run.errors} errors, {run.skipped} skipped (exit code {run.exit_code})"
+    lines = [head] + [f"- {f.kind} {f.test_id} ({f.location or '?'}): {f.message}" for f in run.failures[:limit]]
+    return "\n".join(lines)
+
+
+def mentioned_paths(root: Path, *texts: str) -> list[str]:
+    """Repo files named in the task or in failure output, to focus the repo map."""
+    found = []
+    for token in re.findall(r"[\w./-]+\.\w+", " ".join(texts)):
+        token = token.split("::")[0].strip("./") if not token.startswith("./") else token[2:]
+        if token and (root / token).is_file() and token not in found:
+            found.append(token)
+    return found[:20]
+
+
+class Job:
+    """Run with `await job.run()`; `job.cancel()` stops it within seconds with status `cancelled`."""
+
+    def __init__(self, spec: JobSpec, client: ModelClient, emit: Emit | None = None):
+        self.spec, self.client, self.emit = spec, client, emit
+        self.workspace = Workspace(spec.repo, spec.branch)  # UsageError for a bad repo or branch
+        self.loop: Loop | None = None
+        self.cancelled = False
+        self.result: RunResult | None = None
+        self.endpoint_failed = False
+
+    @property
+    def checkpoint(self) -> str | None:
+        cp = self.workspace.checkpoint
+        return cp.ref if cp else None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.loop is not None:
+            self.loop.cancel()
+
+    async def run(self) -> RunResult:
+        spec, ws = self.spec, self.workspace
+        self.client.on_event = self.emit  # retries and streaming progress reach the same listener
+        ws.start()
+        repo = Repo(ws.root, test_cmd=spec.test_cmd, protect_tests=not spec.allow_test_edits)
+        state = LoopState(messages=[])
+        try:
+            before = await run_test_command(repo, timeout=spec.test_timeout)
+            await emit_event(self.emit, {"type": "tests_before", **counts(before).model_dump()})
+            if before.exit_code == 0 and spec.task == DEFAULT_TASK:
+                return self._finish(repo, state, counts(before), counts(before), "tests already pass; nothing to do")
+            guard = TestGuard(repo) if repo.protect_tests else None
+            state.messages = [
+                {"role": "system", "content": prompt.SYSTEM},
+                {"role": "user", "content": prompt.task_message(
+                    spec.task, spec.test_cmd, "" if before.exit_code == 0 else failures_text(before),
+                    self._repo_map(repo, spec.task, before.output or ""))},
+            ]
+            self.loop = Loop(repo, self.client, spec.limits, emit=self.emit, guard=guard)
+            if self.cancelled:
+                self.loop.cancel()
+            state = await self.loop.run(state.messages)
+            if guard is not None:
+                guard.revert_changes()
+            if state.stop == "cancelled":
+                return self._finish(repo, state, counts(before), TestCounts(), "cancelled")
+            after = await run_test_command(repo, timeout=spec.test_timeout)
+            return self._finish(repo, state, counts(before), counts(after), state.summary, before.exit_code == 0)
+        except anyio.get_cancelled_exc_class():
+            # cancelled from outside (e.g. the MCP client dropped the call): record, then let it propagate
+            state.stop = "cancelled"
+            self.result = self._finish(repo, state, TestCounts(), TestCounts(), "cancelled")
+            raise
+
+    def _repo_map(self, repo: Repo, task: str, test_output: str) -> str:
+        try:
+            from m2_mcp.repomap import build_map
+
+            focus = mentioned_paths(repo.root, task, test_output)
+            return build_map(repo.root, focus=focus, max_tokens=REPO_MAP_TOKENS).map
+        except Exception:  # the map is a help, never a reason to fail a run
+            return ""
+
+    def _finish(self, repo: Repo, state: LoopState, before: TestCounts, after: TestCounts, summary: str,
+                passed_before: bool = False) -> RunResult:
+        """Diff, commit (branch mode), status. Synchronous git work only, so it also runs on cancel."""
+        ws, limits = self.workspace, self.spec.limits
+        files, diff = ws.changes()
+        commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
+        branch = ws.branch if commits else None
+        ws.finish(keep_branch=bool(commits))
+        errors = list(state.errors)
+        if state.stop == "cancelled":
+            status = "cancelled"
+        elif state.steps == 0 and before.exit_code == 0:
+            status = "already_passing"
+        elif state.stop == "endpoint":
+            status = "error"
+            self.endpoint_failed = True
+        elif after.exit_code == 0 and _total(after) < _total(before):
+            status = "failed"
+            errors.append(f"test count dropped from {_total(before)} to {_total(after)}")
+        elif after.exit_code == 0:
+            status = "already_passing" if passed_before and not files else "fixed"
+        elif state.stop in BUDGET_STOPS:
+            status = "budget_exhausted"
+        else:
+            status = "failed"
+        self.result = RunResult(
+            status=status, tests_before=before, tests_after=after, files_changed=files, diff=diff,
+            branch=branch, commits=commits, steps=state.steps, tool_calls=state.tool_calls,
+            usage=Usage(prompt_tokens=state.prompt_tokens, completion_tokens=state.completion_tokens,
+                        cost_usd=state.cost(limits)),
+            errors=errors, summary=summary,
+        )
+        return self.result
+
+
+def _total(c: TestCounts) -> int:
+    return c.passed + c.failed + c.errors
+
+
+async def run_job(spec: JobSpec, client: ModelClient, emit: Emit | None = None) -> tuple[RunResult, bool]:
+    """Convenience: run a job; returns (result, endpoint_failed)."""
+    job = Job(spec, client, emit)
+    started = time.monotonic()
+    result = await job.run()
+    await emit_event(emit, {"type": "done", "status": result.status, "elapsed": round(time.monotonic() - started, 1)})
+    return result, job.endpoint_failed

@@ -1,0 +1,41 @@
+"""The result object of a run (contract section 5): `fix` stdout and the `m2_task` result."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from m2_mcp.tools.testing import TestCounts  # the five numbers of tests_before / tests_after
+
+Status = Literal["fixed", "already_passing", "failed", "budget_exhausted", "cancelled", "error"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunResult(BaseModel):
+    status: Status
+    tests_before: TestCounts = Field(default_factory=TestCounts)
+    tests_after: TestCounts = Field(default_factory=TestCounts)
+    files_changed: list[str] = Field(default_factory=list)
+    diff: str = ""
+    branch: str | None = None
+    commits: list[str] = Field(default_factory=list)
+    steps: int = 0
+    tool_calls: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    errors: list[str] = Field(default_factory=list)
+    summary: str = ""
+
+
+def exit_code_for(result: RunResult, endpoint_failed: bool = False) -> int:
+    """Contract exit codes: 0 success, 1 not fixed, 3 endpoint unreachable/failing."""
+    if result.status in ("fixed", "already_passing"):
+        return 0
+    if result.status == "error" and endpoint_failed:
+        return 3
+    return 1

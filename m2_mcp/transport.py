@@ -1,0 +1,247 @@
+"""Running the MCP server on stdio, legacy SSE (`/sse`) or streamable HTTP (`/mcp`).
+
+HTTP rules (both HTTP transports):
+- binds 127.0.0.1 by default; a non-loopback bind needs a bearer token (`M2_MCP_TOKEN`);
+- with a token set, every request but `/health` needs `Authorization: Bearer <token>` (401);
+- a request whose `Origin` is not local is refused (403) on every bind, and on loopback
+  binds the SDK also checks `Host` (421), which stops DNS-rebinding attacks;
+- `/health` answers `ok`, `/metrics` serves the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from urllib.parse import urlsplit
+
+from typing import TYPE_CHECKING
+
+import anyio
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from m2_mcp import metrics
+from m2_mcp.errors import UsageError
+
+if TYPE_CHECKING:  # importing mcp takes ~2 s; flag errors should not wait for it
+    from mcp.server.mcpserver import MCPServer
+    from mcp.server.transport_security import TransportSecuritySettings
+
+log = logging.getLogger("m2_mcp.transport")
+
+TRANSPORTS = ("stdio", "sse", "http")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+TOKEN_ENV = "M2_MCP_TOKEN"
+PATHS = {"sse": "/sse", "http": "/mcp"}
+OPEN_PATHS = ("/health",)  # answered without a token (still Origin-checked)
+_LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+GRACEFUL_SHUTDOWN_S = 3  # open SSE streams never finish on their own
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_local_origin(origin: str) -> bool:
+    """`http(s)://localhost|127.0.0.1|[::1]` with any port."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and parts.hostname in _LOCAL_NAMES
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to expose the tools beyond this machine without a token."""
+    if not is_loopback(host) and not token:
+        raise UsageError(
+            f"refusing to bind {host} without a token: set {TOKEN_ENV} (clients then send "
+            f"'Authorization: Bearer <token>'), or bind 127.0.0.1"
+        )
+
+
+class Guard:
+    """ASGI middleware: refuse foreign Origins (403) and, with a token, missing/wrong bearers (401)."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is not None and not is_local_origin(origin):
+            await PlainTextResponse("forbidden origin\n", status_code=403)(scope, receive, send)
+            return
+        if self.expected and scope.get("path") not in OPEN_PATHS and not self._authorized(headers):
+            response = PlainTextResponse(
+                "unauthorized: send 'Authorization: Bearer <token>'\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, single_response(send))
+
+    def _authorized(self, headers: Headers) -> bool:
+        got = headers.get("authorization", "")
+        scheme, _, value = got.partition(" ")
+        got_bytes = f"Bearer {value.strip()}".encode() if scheme.lower() == "bearer" else b""
+        assert self.expected is not None
+        return hmac.compare_digest(got_bytes, self.expected)
+
+
+def single_response(send: Send) -> Send:
+    """Drop a second response on the same request. mcp 2.3's `sse_app` sends an empty
+    `Response()` after an SSE stream ends (python-sdk #883), which uvicorn reports as an
+    error traceback on every disconnect and shutdown."""
+    started = False
+    dropping = False
+
+    async def guarded(message: dict) -> None:
+        nonlocal started, dropping
+        if message["type"] == "http.response.start":
+            if started:
+                dropping = True
+                return
+            started = True
+        elif dropping and message["type"] == "http.response.body":
+            return
+        await send(message)
+
+    return guarded
+
+
+def security_settings(host: str) -> TransportSecuritySettings:
+    """The SDK's Host/Origin checks on loopback binds; elsewhere the Host is unknowable, so
+    only our Guard's Origin check (and the token) apply."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    if not is_loopback(host):
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    bound = f"[{host}]" if ":" in host else host
+    if bound not in names:
+        names.append(bound)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[h for n in names for h in (n, f"{n}:*")],
+        allowed_origins=[o for s in ("http", "https") for n in names for o in (f"{s}://{n}", f"{s}://{n}:*")],
+    )
+
+
+def add_routes(server: MCPServer) -> None:
+    """`/health` and `/metrics` next to the MCP endpoint."""
+
+    @server.custom_route("/health", methods=["GET"])
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    @server.custom_route("/metrics", methods=["GET"])
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def build_app(server: MCPServer, transport: str, host: str, token: str | None) -> ASGIApp:
+    """The guarded Starlette app for `sse` or `http`."""
+    add_routes(server)
+    settings = security_settings(host)
+    if transport == "sse":
+        app = server.sse_app(sse_path=PATHS["sse"], transport_security=settings, host=host)
+    else:
+        app = server.streamable_http_app(streamable_http_path=PATHS["http"], transport_security=settings, host=host)
+    return Guard(app, token)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so a busy port is a one-line usage error."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_http(server: MCPServer, transport: str, host: str, port: int, token: str | None) -> None:
+    """Serve until Ctrl-C or SIGTERM, then shut down cleanly (exit 0)."""
+    import uvicorn
+
+    check_bind(host, token)
+    app = build_app(server, transport, host, token)
+    sock = listen(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{sock.getsockname()[1]}{PATHS[transport]}"
+    kind = "legacy SSE" if transport == "sse" else "streamable HTTP"
+    sys.stderr.write(f"m2-mcp: serving MCP over {kind} at {url}{' (bearer token required)' if token else ''}\n")
+    sys.stderr.flush()
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # our logging: stderr, quiet unless --debug
+        log_level=logging.getLogger().level,
+        access_log=False,
+        lifespan="on" if transport == "http" else "off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
+    # uvicorn re-raises the signal that stopped it; with these handlers that re-raise is a no-op.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+def serve_stdio(server: MCPServer) -> None:
+    """Serve on stdin/stdout until EOF, Ctrl-C or SIGTERM. Only protocol goes to stdout."""
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        # The SDK's stdin reader sits in a thread that cancellation cannot wake;
+                        # give shutdown (lifespan cleanup) a moment, then leave anyway.
+                        timer = threading.Timer(GRACEFUL_SHUTDOWN_S, os._exit, (0,))
+                        timer.daemon = True
+                        timer.start()
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signal)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+
+
+def serve(server: MCPServer, transport: str = "stdio", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+          token: str | None = None) -> None:
+    if transport == "stdio":
+        serve_stdio(server)
+    else:
+        serve_http(server, transport, host, port, token)

@@ -1,0 +1,256 @@
+"""End-to-end: the real `m2-mcp fix` CLI driving the real agent against the M2 stand-in over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_repo, run_cli
+from standin import start_standin
+
+BUGGY = {
+    "calc.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
+    "tests/test_calc.py": "from calc import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\n"
+                          "def test_mul():\n    assert mul(2, 3) == 6\n",
+    "pytest.ini": "[pytest]\npythonpath = .\n",
+}
+FIX = {"name": "edit_file", "arguments": {"path": "calc.py", "old_string": "return a - b", "new_string": "return a + b"}}
+READ = {"name": "read_file", "arguments": {"path": "calc.py"}}
+TESTS = {"name": "run_tests", "arguments": {}}
+
+
+def fixing_turns() -> list[dict]:
+    return [
+        {"think": "Let me read calc.py first.", "text": "Reading the code.", "tool_calls": [READ],
+         "usage": {"prompt_tokens": 1000, "completion_tokens": 50}},
+        {"think": "add subtracts; it must add.", "tool_calls": [FIX],
+         "usage": {"prompt_tokens": 1200, "completion_tokens": 70}},
+        {"think": "Now verify with the tests.", "tool_calls": [TESTS],
+         "usage": {"prompt_tokens": 1400, "completion_tokens": 30}},
+        {"think": "All green.", "text": "Fixed add() to return a + b.",
+         "usage": {"prompt_tokens": 1600, "completion_tokens": 20}},
+    ]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def fix(repo: Path, base_url: str, *extra: str, timeout: float = 180) -> tuple[subprocess.CompletedProcess, dict | None]:
+    proc = run_cli("fix", "--repo", str(repo), "--base-url", base_url, *extra, timeout=timeout)
+    try:
+        result = json.loads(proc.stdout)
+    except ValueError:
+        result = None
+    return proc, result
+
+
+@pytest.fixture
+def buggy(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "proj", BUGGY)
+
+
+@pytest.mark.parametrize("tool_parser", [True, False], ids=["parsed-tool-calls", "raw-xml"])
+def test_fixes_a_bug_and_keeps_thinking(buggy: Path, tmp_path: Path, tool_parser: bool):
+    scenario = {"tool_parser": tool_parser, "scripts": [{"turns": fixing_turns()}]}
+    with start_standin(scenario, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+        requests = m2.requests()
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed"
+    assert result["tests_before"] == {"passed": 1, "failed": 1, "errors": 0, "skipped": 0, "exit_code": 1}
+    assert result["tests_after"] == {"passed": 2, "failed": 0, "errors": 0, "skipped": 0, "exit_code": 0}
+    assert result["files_changed"] == ["calc.py"]
+    assert "+    return a + b" in result["diff"] and "-    return a - b" in result["diff"]
+    assert (buggy / "calc.py").read_text().splitlines()[1] == "    return a + b"
+    assert result["steps"] == 4 and result["tool_calls"] == 3
+    assert result["branch"] is None and result["commits"] == []
+    assert result["summary"] == "Fixed add() to return a + b."
+    # usage is the exact sum of what the server reported; cost at the default list prices
+    assert result["usage"]["prompt_tokens"] == 5200 and result["usage"]["completion_tokens"] == 170
+    assert result["usage"]["cost_usd"] == pytest.approx(5200 / 1e6 * 0.30 + 170 / 1e6 * 1.20)
+    # every later request carries every earlier turn's thinking, unchanged, and no extra user turn
+    assert len(requests) == 4
+    thoughts = [t["think"] for t in fixing_turns()]
+    for n, body in enumerate(requests):
+        assistant = [m for m in body["messages"] if m["role"] == "assistant"]
+        assert len(assistant) == n
+        for k, message in enumerate(assistant):
+            assert f"<think>\n{thoughts[k]}\n</think>" in message["content"]
+        assert [m["role"] for m in body["messages"]].count("user") == 1
+        assert body["messages"][:2] == requests[0]["messages"][:2]  # stable prompt prefix
+        assert body["tools"] == requests[0]["tools"]
+    tool_names = {t["function"]["name"] for t in requests[0]["tools"]}
+    assert tool_names == {"read_file", "write_file", "edit_file", "multi_edit", "search", "find_files",
+                          "repo_map", "run_tests", "shell"}
+    assert requests[0]["temperature"] == 1.0 and requests[0]["top_p"] == 0.95 and requests[0]["top_k"] == 40
+    # progress lines on stderr, one per step
+    assert "[step 2/50] edit_file" in proc.stderr
+
+
+def test_malformed_arguments_and_unknown_tools_go_back_to_the_model(buggy: Path, tmp_path: Path):
+    turns = [
+        {"think": "Edit right away.", "tool_calls": [FIX], "raw_arguments": {"0": '{"path": "calc.py", "old_'}},
+        {"think": "Try a tool that is not there.", "tool_calls": [{"name": "delete_repo", "arguments": {}}]},
+        {"think": "Wrong argument type.", "tool_calls": [{"name": "read_file", "arguments": {"path": "calc.py", "offset": "x"}}]},
+        *fixing_turns()[1:],
+    ]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+        requests = m2.requests()
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed"
+    results = [m["content"] for m in requests[-1]["messages"] if m["role"] == "tool"]
+    assert results[0].startswith("Error: malformed arguments for edit_file")
+    assert results[1].startswith("Error: unknown tool 'delete_repo'")
+    assert results[2].startswith("Error:") and "offset" in results[2]
+
+
+def test_two_server_errors_are_retried(buggy: Path, tmp_path: Path):
+    turns = fixing_turns()
+    turns[0]["errors"] = [500, 503]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed"
+    assert "retry" in proc.stderr
+
+
+def test_endpoint_down_exits_3_quickly(buggy: Path):
+    started = time.monotonic()
+    proc, result = fix(buggy, "http://127.0.0.1:9/v1")
+    assert proc.returncode == 3, proc.stderr
+    assert result["status"] == "error"
+    assert "127.0.0.1:9" in proc.stderr.strip().splitlines()[-2] or "127.0.0.1:9" in result["errors"][0]
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - started < 60
+    assert git(buggy, "status", "--porcelain") == ""
+
+
+def test_runaway_model_is_capped_by_max_steps(buggy: Path, tmp_path: Path):
+    scenario = {"scripts": [{"turns": [{"think": "Read again.", "tool_calls": [READ]}], "repeat_last": True}]}
+    with start_standin(scenario, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url, "--max-steps", "3")
+        requests = m2.requests()
+    assert proc.returncode == 1
+    assert result["status"] == "budget_exhausted"
+    assert result["steps"] == 3 and len(requests) == 3
+    assert result["tests_after"]["failed"] == 1
+
+
+def test_test_edits_are_refused_and_the_test_file_is_unchanged(buggy: Path, tmp_path: Path):
+    before = (buggy / "tests/test_calc.py").read_bytes()
+    weaken = {"name": "edit_file", "arguments": {"path": "tests/test_calc.py", "old_string": "assert add(2, 3) == 5",
+                                                 "new_string": "assert True"}}
+    sneak = {"name": "shell", "arguments": {"command": "sed -i 's/== 5/== -1/' tests/test_calc.py && echo done"}}
+    conftest = {"name": "write_file", "arguments": {"path": "conftest.py", "content": "collect_ignore = ['tests']"}}
+    turns = [{"think": "Weaken the test.", "tool_calls": [weaken]},
+             {"think": "Sneak it through the shell.", "tool_calls": [sneak]},
+             {"think": "Hide the tests.", "tool_calls": [conftest]},
+             {"think": "Check.", "tool_calls": [TESTS]},
+             {"think": "Give up.", "text": "Could not do it."}]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+        requests = m2.requests()
+    assert proc.returncode == 1
+    assert result["status"] == "failed"
+    assert (buggy / "tests/test_calc.py").read_bytes() == before
+    assert not (buggy / "conftest.py").exists()
+    results = [m["content"] for m in requests[-1]["messages"] if m["role"] == "tool"]
+    assert "test file" in results[0] and results[0].startswith("Error:")
+    assert results[1].startswith("Error: refused: test files may not be changed")
+    assert results[2].startswith("Error:")
+    assert "1 failed" in results[3] or "failed: 1" in results[3]
+
+
+def test_path_escapes_are_refused_and_nothing_outside_is_touched(buggy: Path, tmp_path: Path):
+    outside = tmp_path / "outside.txt"
+    (buggy / "link").symlink_to(tmp_path)
+    turns = [{"think": "Escape.", "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "../outside.txt", "content": "pwned"}},
+                {"name": "write_file", "arguments": {"path": str(outside), "content": "pwned"}},
+                {"name": "write_file", "arguments": {"path": "link/outside.txt", "content": "pwned"}},
+                {"name": "write_file", "arguments": {"path": ".git/config", "content": "pwned"}}]},
+             *fixing_turns()[1:]]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+        requests = m2.requests()
+    assert result["status"] == "fixed", proc.stderr
+    assert not outside.exists()
+    assert "pwned" not in (buggy / ".git/config").read_text()
+    errors = [m["content"] for m in requests[1]["messages"] if m["role"] == "tool"]
+    assert len(errors) == 4 and all(e.startswith("Error:") for e in errors)
+
+
+def test_dirty_working_tree_is_kept_byte_identical(buggy: Path, tmp_path: Path):
+    (buggy / "notes.txt").write_text("my untracked notes\n")
+    (buggy / "README.md").write_text("draft, not committed\n")
+    git(buggy, "add", "README.md")
+    (buggy / "calc.py").write_text(BUGGY["calc.py"] + "\n\n# my local comment\n")
+    status_before = git(buggy, "status", "--porcelain")
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+    assert result["status"] == "fixed", proc.stderr
+    assert (buggy / "notes.txt").read_text() == "my untracked notes\n"
+    assert (buggy / "README.md").read_text() == "draft, not committed\n"
+    assert (buggy / "calc.py").read_text().endswith("# my local comment\n")  # the user's edit survives the agent's
+    assert git(buggy, "status", "--porcelain") == status_before
+    assert result["files_changed"] == ["calc.py"] and "my local comment" not in result["diff"]
+    # undo puts the user's state back exactly, the agent's fix gone
+    undo = run_cli("undo", "--repo", str(buggy))
+    assert undo.returncode == 0, undo.stderr
+    assert (buggy / "calc.py").read_text() == BUGGY["calc.py"] + "\n\n# my local comment\n"
+    assert (buggy / "notes.txt").read_text() == "my untracked notes\n"
+    assert git(buggy, "status", "--porcelain") == status_before
+
+
+def test_branch_leaves_the_checkout_untouched(buggy: Path, tmp_path: Path):
+    (buggy / "notes.txt").write_text("untracked\n")
+    status_before, head_before = git(buggy, "status", "--porcelain"), git(buggy, "rev-parse", "HEAD")
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url, "--branch", "m2/fix-add", "--json-out", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed" and result["branch"] == "m2/fix-add"
+    assert json.loads((tmp_path / "r.json").read_text()) == result
+    assert git(buggy, "status", "--porcelain") == status_before
+    assert git(buggy, "rev-parse", "HEAD") == head_before
+    assert git(buggy, "branch", "--show-current").strip() == "main"
+    assert (buggy / "calc.py").read_text() == BUGGY["calc.py"]
+    assert "return a + b" in git(buggy, "show", "m2/fix-add:calc.py")
+    assert result["commits"] == [git(buggy, "rev-parse", "m2/fix-add").strip()]
+    assert git(buggy, "worktree", "list").count("\n") == 1  # the temporary worktree is gone
+    # the same branch again is a usage error
+    again, _ = fix(buggy, "http://127.0.0.1:9/v1", "--branch", "m2/fix-add")
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_already_passing_changes_nothing(tmp_path: Path):
+    repo = make_repo(tmp_path / "ok", {**BUGGY, "calc.py": BUGGY["calc.py"].replace("a - b", "a + b")})
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc, result = fix(repo, m2.base_url)
+        requests = m2.requests()
+    assert proc.returncode == 0
+    assert result["status"] == "already_passing" and result["steps"] == 0 and result["files_changed"] == []
+    assert requests == []
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_no_progress_stops_the_loop(buggy: Path, tmp_path: Path):
+    scenario = {"scripts": [{"turns": [{"think": "Run the tests again.", "tool_calls": [TESTS]}], "repeat_last": True}]}
+    with start_standin(scenario, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url, "--no-progress", "2")
+    assert proc.returncode == 1
+    assert result["status"] == "failed" and result["steps"] == 2
+    assert "failed the same way" in result["summary"]
+
+
+def test_bad_flags_and_bad_repo_exit_2(tmp_path: Path):
+    proc = run_cli("fix", "--max-steps", "lots")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    proc = run_cli("fix", "--repo", str(tmp_path))
+    assert proc.returncode == 2 and "not a git repository" in proc.stderr
+    assert "Traceback" not in proc.stderr

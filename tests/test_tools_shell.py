@@ -1,0 +1,86 @@
+"""The `shell` tool: real bash subprocesses, timeouts, cancellation, no orphans."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import pid_gone
+from m2_mcp.repo import Repo
+from m2_mcp.errors import ToolError
+from m2_mcp.tools import registry
+
+pytestmark = pytest.mark.anyio
+
+# Records the shell's pid and a background grandchild's pid, then hangs.
+HANG = "echo $$ > shell.pid; (sleep 300 & echo $! > child.pid; wait) & sleep 300"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    (tmp_path / "hello.txt").write_text("hi there\n")
+    return Repo(tmp_path)
+
+
+async def shell(repo: Repo, command: str, **args) -> dict:
+    return await registry.call(repo, "shell", {"command": command, **args})
+
+
+def pids(repo: Repo) -> list[int]:
+    for _ in range(100):  # the files are written right after start; they exist by the time we look
+        if (repo.root / "child.pid").exists() and (repo.root / "child.pid").read_text().strip():
+            break
+        time.sleep(0.05)
+    return [int((repo.root / name).read_text()) for name in ("shell.pid", "child.pid")]
+
+
+async def test_runs_in_repo_root_with_exit_code_and_streams(repo: Repo) -> None:
+    result = await shell(repo, "cat hello.txt; echo oops >&2; exit 3")
+    assert result["exit_code"] == 3
+    assert result["stdout"] == "hi there\n"
+    assert result["stderr"] == "oops\n"
+    assert result["timed_out"] is False and result["note"] is None
+    assert (await shell(repo, "pwd"))["stdout"].strip() == str(repo.root)
+
+
+async def test_no_stdin(repo: Repo) -> None:
+    result = await shell(repo, "cat", timeout=30)
+    assert result["exit_code"] == 0 and result["stdout"] == "" and not result["timed_out"]
+
+
+async def test_huge_output_is_truncated_with_a_marker(repo: Repo) -> None:
+    result = await shell(repo, "yes | head -c 5000000; echo THE-END")
+    assert result["exit_code"] == 0
+    assert len(result["stdout"]) < 50_000
+    assert "truncated" in result["stdout"] and result["stdout"].rstrip().endswith("THE-END")
+    assert result["stdout"].startswith("y\ny\n")
+    assert "redirect" in result["note"]
+
+
+async def test_timeout_kills_the_whole_process_group(repo: Repo) -> None:
+    result = await shell(repo, HANG, timeout=1)
+    assert result["timed_out"] is True and result["exit_code"] is None
+    assert "timed out" in result["note"]
+    assert all(pid_gone(pid) for pid in pids(repo))
+
+
+async def test_cancellation_kills_the_whole_process_group(repo: Repo) -> None:
+    with anyio.move_on_after(1) as scope:
+        await shell(repo, HANG, timeout=60)
+    assert scope.cancelled_caught
+    assert all(pid_gone(pid) for pid in pids(repo))
+
+
+async def test_timeout_is_clamped_and_said(repo: Repo) -> None:
+    result = await shell(repo, "true", timeout=100_000)
+    assert result["exit_code"] == 0 and "clamped to 600s" in result["note"]
+    spec = registry.load_all()["shell"]
+    assert "600" in spec.description and spec.for_agent
+
+
+async def test_empty_command_is_a_tool_error(repo: Repo) -> None:
+    with pytest.raises(ToolError):
+        await shell(repo, "   ")
