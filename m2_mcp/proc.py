@@ -19,6 +19,8 @@ from anyio.abc import ByteReceiveStream
 CAPTURE_HEAD = 256 * 1024
 CAPTURE_TAIL = 256 * 1024
 KILL_GRACE_S = 2.0
+# Our own secrets, unset for commands the model or an IDE chooses (`env` must not print them).
+NO_SECRETS: dict[str, str | None] = {"M2_API_KEY": None, "OPENAI_API_KEY": None, "M2_MCP_TOKEN": None}
 
 
 @dataclass
@@ -79,11 +81,14 @@ async def run(
     *,
     cwd: str | os.PathLike[str],
     timeout: float,
-    env: dict[str, str] | None = None,
+    env: dict[str, str | None] | None = None,
 ) -> ProcResult:
-    """Run `command` (a string runs under `bash -c`) and return its exit code and output."""
+    """Run `command` (a string runs under `bash -c`) and return its exit code and output.
+
+    `env` is added to the current environment; a None value unsets that variable.
+    """
     argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     full_env.setdefault("PYTHONUNBUFFERED", "1")
     started = time.monotonic()
     process = await anyio.open_process(

@@ -22,18 +22,13 @@ from urllib.parse import urlsplit
 
 from typing import TYPE_CHECKING
 
-import anyio
-from starlette.datastructures import Headers
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
-
-from m2_mcp import metrics
 from m2_mcp.errors import UsageError
 
-if TYPE_CHECKING:  # importing mcp takes ~2 s; flag errors should not wait for it
+if TYPE_CHECKING:  # heavy imports (mcp takes ~2 s) wait until a server actually starts
     from mcp.server.mcpserver import MCPServer
     from mcp.server.transport_security import TransportSecuritySettings
+    from starlette.datastructures import Headers
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger("m2_mcp.transport")
 
@@ -84,6 +79,9 @@ class Guard:
         self.expected = f"Bearer {token}".encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.datastructures import Headers
+        from starlette.responses import PlainTextResponse
+
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -151,6 +149,10 @@ def security_settings(host: str) -> TransportSecuritySettings:
 
 def add_routes(server: MCPServer) -> None:
     """`/health` and `/metrics` next to the MCP endpoint."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+
+    from m2_mcp import metrics
 
     @server.custom_route("/health", methods=["GET"])
     async def health(request: Request) -> Response:
@@ -217,6 +219,7 @@ def serve_http(server: MCPServer, transport: str, host: str, port: int, token: s
 
 def serve_stdio(server: MCPServer) -> None:
     """Serve on stdin/stdout until EOF, Ctrl-C or SIGTERM. Only protocol goes to stdout."""
+    import anyio
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from mcp.server.mcpserver import Context
+from pydantic import BaseModel
 from conftest import make_repo
 
 from _mcp import connect, error_text, start_http_server, stdio_params
@@ -60,7 +62,7 @@ async def test_tools_over_every_transport(target, mode: str, repo: Path) -> None
     async with connect(target, mode=mode) as client:
         # Every registry tool is listed, described, with input and output schemas.
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == set(registry.load_all())
+        assert set(registry.load_all()) <= set(tools)  # every registry tool (plus the delegation tools)
         assert {"read_file", "write_file", "edit_file"} <= set(tools)
         for t in tools.values():
             assert t.description and "\n" not in t.description.strip()
@@ -141,6 +143,72 @@ def test_stdio_stdout_is_protocol_only(repo: Path) -> None:
     assert init["result"]["serverInfo"]["name"] == "m2-mcp"
     assert "repository root" in init["result"]["instructions"]
     assert replies[2]["result"]["isError"] is True
-    assert {t["name"] for t in replies[3]["result"]["tools"]} == set(registry.load_all())
+    assert set(registry.load_all()) <= {t["name"] for t in replies[3]["result"]["tools"]}
     assert proc.stdout.read() == ""
     assert "Traceback" not in proc.stderr.read()
+
+
+# --- in-process: the hooks the delegation tools use, and a crashing tool --------------------
+
+class CrashOut(BaseModel):
+    ok: bool
+
+
+@pytest.fixture
+def crashing_tool():
+    """A real registry tool that raises an unexpected exception (removed again afterwards)."""
+
+    @registry.tool(for_agent=False)
+    def explode_for_test(repo, depth: int = 1) -> CrashOut:
+        """Raise an unexpected error."""
+        raise RuntimeError("kaboom\nwith a second line")
+
+    yield "explode_for_test"
+    registry.REGISTRY.pop("explode_for_test", None)
+
+
+async def test_crash_is_one_line_tool_error(crashing_tool: str, repo: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from mcp import Client
+
+    from m2_mcp.repo import Repo
+    from m2_mcp.server import build_server
+
+    async with Client(build_server(Repo(repo)), mode="legacy") as client:
+        result = await client.call_tool(crashing_tool, {})
+        assert result.is_error
+        assert error_text(result).endswith("internal error: RuntimeError: kaboom with a second line")
+        assert not (await client.call_tool("read_file", {"path": "calc.py"})).is_error
+    assert any("explode_for_test crashed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_extra_tools_hook_and_lifespan(repo: Path) -> None:
+    from contextlib import asynccontextmanager
+
+    from mcp import Client
+
+    from m2_mcp.repo import Repo
+    from m2_mcp.server import build_server
+
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(server):
+        events.append("start")
+        try:
+            yield {"runner": "state"}
+        finally:
+            events.append("stop")
+
+    def register(server) -> None:
+        @server.tool(name="m2_task_status")
+        async def status(task_id: str, ctx: Context) -> dict[str, str]:
+            """State of a background task."""
+            return {"task_id": task_id, "runner": ctx.request_context.lifespan_context["runner"]}
+
+    server = build_server(Repo(repo), extra_tools=[register], lifespan=lifespan)
+    async with Client(server, mode="legacy") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert names == set(registry.load_all()) | {"m2_task_status"}
+        result = await client.call_tool("m2_task_status", {"task_id": "t1"})
+        assert result.structured_content == {"task_id": "t1", "runner": "state"}
+    assert events == ["start", "stop"]

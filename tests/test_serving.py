@@ -35,13 +35,11 @@ GUIDE = {
 }
 
 
-def _env_without_overrides() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("M2_MCP_VLLM", "M2_MCP_SGLANG")}
+NO_OVERRIDES = {"M2_MCP_VLLM": "", "M2_MCP_SGLANG": ""}  # the real engine names, whatever the caller's env
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "m2_mcp", *args], env=env or _env_without_overrides(),
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={**NO_OVERRIDES, **(env or {})}, timeout=60)
 
 
 # ---- serve --dry-run ------------------------------------------------------------------------
@@ -75,8 +73,7 @@ def test_dry_run_options_and_pass_through_are_shell_quoted():
 
 
 def test_serve_without_engine_installed_names_the_extra(tmp_path):
-    env = {**_env_without_overrides(), "PATH": str(tmp_path)}  # no `vllm` anywhere on PATH
-    out = _cli("model", "serve", env=env)
+    out = _cli("model", "serve", env={"PATH": str(tmp_path)})  # no `vllm` anywhere on PATH
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "m2-mcp: error: vLLM is not installed (no `vllm` on PATH): pip install 'm2-mcp[serve]'"]

@@ -47,6 +47,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
     (root / "debug.log").write_text("SECRET_IGNORED\n")
     (root / "data.bin").write_bytes(b"\0\1needle\0SECRET_BINARY\n")
     (root / "untracked.py").write_text("needle_untracked = True\n")
+    outside = root.parent / "outside.txt"
+    outside.write_text("SECRET_OUTSIDE\n")
+    (root / "link.txt").symlink_to(outside)
     return Repo(root)
 
 
@@ -115,6 +118,7 @@ async def test_gitignore_binary_and_git_dir_are_skipped(repo: Repo, engine: str)
     assert (await search(repo, pattern="SECRET_IGNORED"))["matches"] == []
     assert (await search(repo, pattern="SECRET_BINARY"))["total_matches"] == 0
     assert (await search(repo, pattern="repositoryformatversion"))["matches"] == []  # lives in .git/config
+    assert (await search(repo, pattern="SECRET_OUTSIDE"))["matches"] == []  # behind a symlink out of the repo
     assert where(await search(repo, pattern="needle_untracked")) == [("untracked.py", 1)]
     with pytest.raises(ToolError, match=".git"):
         await search(repo, pattern="core", path=".git")
@@ -160,6 +164,9 @@ QUERIES = [
     {"pattern": r"(?<word>nee)dle", "path": "src"},
     {"pattern": r"\bneedle\b", "glob": "!big.py"},
     {"pattern": "o", "glob": "*.{md,yml}"},
+    {"pattern": "needle", "glob": "!deep"},
+    {"pattern": "needle", "glob": "src/**"},
+    {"pattern": "needle", "glob": "/src/*.js"},
 ]
 
 

@@ -135,7 +135,7 @@ def test_hanging_test_command_times_out_and_is_killed(tmp_path: Path) -> None:
     repo = Repo(tmp_path, test_cmd="echo $$ > test.pid; sleep 300")
     run = anyio.run(testing.run_test_command, repo, None, 1)
     assert run.timed_out and run.exit_code is None and "timed out" in run.note
-    assert pid_gone(int((tmp_path / "test.pid").read_text()))
+    assert pid_gone(int((tmp_path / "test.pid").read_text()))  # the leader, reaped by proc.run
     assert testing.TestCounts.of(run).exit_code is None
 
 

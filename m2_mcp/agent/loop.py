@@ -25,6 +25,8 @@ from m2_mcp.tools.testing import TestRun, failure_signature
 from m2_mcp.workspace import TestGuard
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
+MAX_RESAMPLES = 2  # a cut or malformed tool call is sampled again at most this often in a row
+MAX_OUTPUT_TOKENS = 65_536
 COMPACTED = "[older tool output compacted to save context; call the tool again if you need it]"
 
 
@@ -133,6 +135,7 @@ class Loop:
 
     async def _steps(self, state: LoopState, started: float) -> None:
         limits, runs = self.limits, []
+        resamples, max_tokens = 0, None
         while True:
             if state.steps >= limits.max_steps:
                 state.stop, state.summary = "max_steps", f"stopped: --max-steps {limits.max_steps} reached"
@@ -143,16 +146,26 @@ class Loop:
             if limits.max_tokens is not None and state.prompt_tokens + state.completion_tokens >= limits.max_tokens:
                 state.stop, state.summary = "tokens", f"stopped: token budget {limits.max_tokens} reached"
                 return
-            reply = await self._complete(state)
+            reply = await self._complete(state, max_tokens)
             state.steps += 1
             state.prompt_tokens += reply.usage.prompt_tokens
             state.completion_tokens += reply.usage.completion_tokens
+            if not reply.tool_calls and (reply.truncated or reply.error):
+                # a cut or malformed tool call: nothing to answer with a tool result, and no user
+                # message may be added, so sample the turn again (with more room if it was cut)
+                problem = "output cut at max_tokens" if reply.truncated else f"malformed tool call: {reply.error}"
+                state.errors.append(f"step {state.steps}: {problem}")
+                resamples += 1
+                if resamples > MAX_RESAMPLES:
+                    state.stop, state.summary = "truncated", f"stopped: {problem} ({resamples} times in a row)"
+                    return
+                if reply.truncated:
+                    max_tokens = min(2 * (max_tokens or self.client.max_tokens), MAX_OUTPUT_TOKENS)
+                continue
+            resamples = 0
             state.messages.append(reply.message)
             if not reply.tool_calls:
-                if getattr(reply, "truncated", False):
-                    state.stop, state.summary = "truncated", "stopped: the model's output was cut at max_tokens"
-                else:
-                    state.stop, state.summary = "done", reply.content.strip() or "(the model stopped without a message)"
+                state.stop, state.summary = "done", reply.content.strip() or "(the model stopped without a message)"
                 return
             for call in reply.tool_calls:
                 text, result = await self._execute(call)
@@ -174,19 +187,19 @@ class Loop:
                 state.summary = f"stopped: the same tests failed the same way {limits.no_progress_runs} test runs in a row"
                 return
 
-    async def _complete(self, state: LoopState):
+    async def _complete(self, state: LoopState, max_tokens: int | None = None):
         """One model call, compacting old tool outputs when the context nears the window."""
         budget = int(self.limits.context_window * 0.75)
         if prompt_tokens_estimate(state.messages, self.tools) > budget:
             state.compactions += compact(state.messages, keep_last=6)
         await emit_event(self.emit, {"type": "model", "step": state.steps + 1, "max_steps": self.limits.max_steps})
         try:
-            return await self.client.complete(state.messages, self.tools)
+            return await self.client.complete(state.messages, self.tools, max_tokens=max_tokens)
         except ContextLengthError:
             if not compact(state.messages, keep_last=1):
                 raise
             state.compactions += 1
-            return await self.client.complete(state.messages, self.tools)
+            return await self.client.complete(state.messages, self.tools, max_tokens=max_tokens)
 
     async def _execute(self, call: ToolCall) -> tuple[str, Any]:
         """Run one tool call; every failure becomes an `Error: ...` tool result for the model."""

@@ -85,7 +85,7 @@ def _plan(args) -> int:
     import json
 
     from m2_mcp.errors import UsageError
-    from m2_mcp.serving.engine import EngineSpec, container_executable, executable, shell_line
+    from m2_mcp.serving.engine import plain_command, shell_line
     from m2_mcp.serving.plan import make_plan, render
 
     if args.gpu_mem <= 0 or not 0 < args.gpu_mem_util <= 1:
@@ -94,8 +94,7 @@ def _plan(args) -> int:
         raise UsageError("--context and --concurrency must be positive")
     plan = make_plan(args.gpus, args.gpu_mem, context=args.context, concurrency=args.concurrency,
                      gpu_mem_util=args.gpu_mem_util, engine=args.engine)
-    prefix = ["vllm", "serve"] if args.engine == "vllm" else container_executable(args.engine)
-    command = shell_line(prefix + plan.engine_args) if plan.fits else ""
+    command = shell_line(plain_command(args.engine) + plan.engine_args) if plan.fits else ""
     if args.json:
         print(json.dumps({**plan.to_dict(), "command": command}, indent=2))
     else:

@@ -42,9 +42,12 @@ def run(args) -> int:
         check_bind(args.host, token)
     setup_logging(debug=getattr(args, "debug", False))
 
+    from m2_mcp.delegate import TaskRunner, register
     from m2_mcp.server import build_server
 
-    serve(build_server(repo), args.transport, args.host, args.port, token)
+    runner = TaskRunner(repo)  # m2_task, m2_task_status, m2_task_cancel: M2 as a delegate
+    server = build_server(repo, extra_tools=[register(runner)], lifespan=runner.lifespan)
+    serve(server, args.transport, args.host, args.port, token)
     return 0
 
 

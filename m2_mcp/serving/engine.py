@@ -109,9 +109,9 @@ def executable(engine: str, environ: dict[str, str] | None = None) -> list[str]:
     return [sys.executable, "-m", "sglang.launch_server"]
 
 
-def container_executable(engine: str) -> list[str]:
-    """The executable inside the engine's official container image."""
-    return ["vllm"] if engine == "vllm" else ["python3", "-m", "sglang.launch_server"]
+def plain_command(engine: str) -> list[str]:
+    """The engine's command as typed in a shell or run in its official container image."""
+    return ["vllm", "serve"] if engine == "vllm" else ["python3", "-m", "sglang.launch_server"]
 
 
 def engine_command(spec: EngineSpec, environ: dict[str, str] | None = None) -> list[str]:

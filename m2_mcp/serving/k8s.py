@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import yaml
 
-from m2_mcp.serving.engine import ENV, EngineSpec, container_executable, engine_args
+from m2_mcp.serving.engine import ENV, EngineSpec, plain_command, engine_args
 
 DEFAULT_IMAGES = {"vllm": "vllm/vllm-openai:v0.11.2", "sglang": "lmsysorg/sglang:v0.5.4.post3"}
 CACHE_DIR = "/root/.cache/huggingface"
@@ -26,7 +26,7 @@ def manifest(spec: EngineSpec, *, name: str = "minimax-m2", namespace: str = "de
     container = {
         "name": "engine",
         "image": image or DEFAULT_IMAGES[spec.engine],
-        "command": container_executable(spec.engine) + (["serve"] if spec.engine == "vllm" else []),
+        "command": plain_command(spec.engine),
         "args": engine_args(spec),
         "env": [{"name": k, "value": v} for k, v in ENV.items()] + [
             {"name": "HF_HOME", "value": CACHE_DIR},

@@ -37,6 +37,11 @@ def git_status(repo: Repo, path: str | None = None) -> GitStatus:
     """Show the branch, HEAD commit, and the staged, modified, deleted and untracked files
     (optionally only under `path`)."""
     g, prefix = _open(repo)
+    with g:  # closes GitPython's helper processes
+        return _status(g, prefix, _pathspec(repo, path))
+
+
+def _status(g: git.Repo, prefix: str, spec: str) -> GitStatus:
     head = g.head
     detached = head.is_detached
     try:
@@ -44,7 +49,7 @@ def git_status(repo: Repo, path: str | None = None) -> GitStatus:
     except ValueError:  # no commits yet
         sha = None
     branch = None if detached else head.ref.name
-    out = _git(g.git.status, "--porcelain=v1", "-z", "--untracked-files=all", "--", _pathspec(repo, path))
+    out = _git(g.git.status, "--porcelain=v1", "-z", "--untracked-files=all", "--", spec)
     staged, modified, deleted, untracked = [], [], [], []
     entries = out.split("\0")
     i = 0
@@ -83,11 +88,12 @@ def git_diff(repo: Repo, path: str | None = None, staged: bool = False) -> GitDi
 
     Untracked files are not in the diff; see git_status.
     """
-    g, prefix = _open(repo)
     spec = _pathspec(repo, path)
+    g, prefix = _open(repo)
     flags = ["--no-color", "--no-ext-diff"] + (["--cached"] if staged else [])
-    text = _git(g.git.diff, *flags, "--", spec)
-    names = _git(g.git.diff, *flags, "--name-only", "-z", "--", spec)
+    with g:
+        text = _git(g.git.diff, *flags, "--", spec)
+        names = _git(g.git.diff, *flags, "--name-only", "-z", "--", spec)
     files = [_rel(prefix, n) for n in names.split("\0") if n]
     diff, cut = budget.truncate(text + "\n" if text else "", hint="pass `path` to see one file's diff")
     note = f"diff truncated ({len(files)} files); pass `path` to see one file at a time" if cut else None

@@ -123,13 +123,15 @@ async def _search_rg(
     lines: dict[str, dict[int, str]] = {}  # path -> line number -> text, matches and context alike
     hits: list[tuple[str, int]] = []
     summary = None
+    cut = False
     for raw in result.stdout.splitlines():
         try:
             event = json.loads(raw)
         except ValueError:
-            continue  # a line cut by proc's capture cap
+            cut = True  # proc's capture cap dropped the middle: keep only the head's matches
+            continue
         kind, data = event.get("type"), event.get("data", {})
-        if kind in ("match", "context"):
+        if kind in ("match", "context") and not cut:
             rel = os.path.normpath(_text(data["path"]))
             number = data["line_number"]
             lines.setdefault(rel, {})[number] = _clip(_text(data["lines"]).removesuffix("\n").removesuffix("\r"))
@@ -218,8 +220,12 @@ def _compile(pattern: str, literal: bool, case_sensitive: bool) -> re.Pattern[st
         raise ToolError(f"regex parse error: {exc}") from None
 
 
-def _glob_regex(glob: str) -> re.Pattern[str]:
-    """A .gitignore-style glob as a regex over repo-relative paths (no `/` in it: matches any basename)."""
+def _glob_regex(glob: str, dirs: bool) -> re.Pattern[str]:
+    """A .gitignore-style glob as a regex over repo-relative paths (no `/` in it: matches any basename).
+
+    With `dirs`, a glob naming a directory also matches everything under it (ripgrep does that
+    for excluding `!globs`, not for including ones).
+    """
     body = glob.strip("/") if "/" in glob.rstrip("/") else "**/" + glob
     out, i = [], 0
     while i < len(body):
@@ -253,7 +259,7 @@ def _glob_regex(glob: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("".join(out) + "(?:/.*)?$")
+    return re.compile("".join(out) + ("(?:/.*)?$" if dirs else "$"))
 
 
 def _search_python(
@@ -266,15 +272,15 @@ def _search_python(
         files = list_files(repo.root, target) or sorted(
             Path(d) / f for d, _, names in os.walk(target) for f in names if ".git" not in Path(d).parts
         )
+    # Like ripgrep: follow no symlinks found on the way (they may lead out of the repo), skip .git.
+    named = [(f, f.relative_to(repo.root).as_posix()) for f in files if not f.is_symlink()]
+    named = [(f, rel) for f, rel in named if rel.split("/")[0] != ".git"]
     if glob:
         negate = glob.startswith("!")
-        globbed = _glob_regex(glob[1:] if negate else glob)
-        files = [f for f in files if bool(globbed.match(repo.rel(f))) != negate]
+        globbed = _glob_regex(glob[1:] if negate else glob, dirs=negate)
+        named = [(f, rel) for f, rel in named if bool(globbed.match(rel)) != negate]
     found = _Found()
-    for file in files:
-        rel = repo.rel(file)
-        if rel.split("/")[0] == ".git":
-            continue
+    for file, rel in named:
         try:
             data = file.read_bytes()
         except OSError:
