@@ -20,7 +20,9 @@ import math
 import os
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -38,7 +40,8 @@ MAX_DEFINERS = 20  # a name defined in more files than this says nothing about w
 DAMPING = 0.85
 CACHE_VERSION = 1  # bump when the queries or the tag format change
 FRESH_SECONDS = 2.0
-POOL_MIN_FILES = 300  # parse on all cores only when this many files need parsing  # an mtime this close to "now" may hide a same-size edit: hash the content too
+POOL_MIN_FILES = 300  # parse on all cores only when this many files need parsing
+WORKER_TIMEOUT = 600  # an mtime this close to "now" may hide a same-size edit: hash the content too
 
 EXTENSIONS = {
     ".py": "python", ".pyi": "python",
@@ -369,24 +372,65 @@ def _parse_file(job: tuple[str, str, bool]) -> tuple[Defs, Refs, str | None] | N
 
 
 def _parse_all(jobs: list[tuple[str, str, bool]]) -> list:
-    """Parse files, on several processes when there are enough of them to pay for it."""
+    """Parse files; with many of them, on every core: this process plus worker processes."""
     workers = min(os.cpu_count() or 1, 4)
-    if len(jobs) >= POOL_MIN_FILES and workers > 1 and os.environ.get("M2_MCP_REPOMAP_POOL", "1") != "0":
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    if len(jobs) < POOL_MIN_FILES or workers < 2 or os.environ.get("M2_MCP_REPOMAP_POOL", "1") == "0":
+        return [_parse_file(job) for job in jobs]
+    chunks = [jobs[i::workers] for i in range(workers)]  # interleaved, so big files spread out
+    outputs: list[list | None] = [None] * workers
+    procs: list[subprocess.Popen] = []
+    threads = []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p)}
 
-        try:  # spawn, not fork: the server process has threads
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                return list(pool.map(_parse_file, jobs, chunksize=max(8, len(jobs) // (workers * 8))))
-        except Exception:  # no /dev/shm, broken pool, ...: parse here instead
+    def collect(i: int, proc: subprocess.Popen) -> None:
+        try:
+            out, _ = proc.communicate(json.dumps(chunks[i]).encode(), timeout=WORKER_TIMEOUT)
+            if proc.returncode == 0:
+                outputs[i] = json.loads(out)
+        except (OSError, ValueError, subprocess.SubprocessError):
             pass
-    return [_parse_file(job) for job in jobs]
+
+    try:
+        for i in range(1, workers):
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from m2_mcp.repomap import _worker; _worker()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            )
+            procs.append(proc)
+            thread = threading.Thread(target=collect, args=(i, proc), daemon=True)
+            thread.start()
+            threads.append(thread)
+        outputs[0] = [_parse_file(job) for job in chunks[0]]
+        for thread in threads:
+            thread.join()
+    except OSError:
+        pass  # could not start a worker: its share is parsed here below
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results: list = [None] * len(jobs)
+    for i, chunk in enumerate(chunks):
+        out = outputs[i]
+        if out is None or len(out) != len(chunk):
+            out = [_parse_file(job) for job in chunk]
+        results[i::workers] = out
+    return results
+
+
+def _worker() -> None:
+    """Worker process entry: job list (JSON) on stdin, results (JSON) on stdout."""
+    jobs = json.loads(sys.stdin.buffer.read())
+    sys.stdout.write(json.dumps([_parse_file(tuple(job)) for job in jobs], separators=(",", ":")))
 
 
 def _load_tags(root: Path, rels: list[str], cache: TagCache) -> tuple[dict[str, tuple[Defs, Refs]], int, int]:
     """Tags for every file (from the cache when unchanged); skips binaries, huge files, escapes."""
     tags: dict[str, tuple[Defs, Refs]] = {}
     misses: list[tuple[str, os.stat_result]] = []
+    cached = 0
     now = time.time()
     for rel in rels:
         path = root / rel
@@ -403,12 +447,12 @@ def _load_tags(root: Path, rels: list[str], cache: TagCache) -> tuple[dict[str, 
         hit = cache.get(rel, st, path)
         if hit is not None:
             tags[rel] = hit
+            cached += 1
         elif st.st_size > MAX_FILE_BYTES:
             cache.put(rel, st, None, ([], {}))  # remembered, so it is not even opened next time
             tags[rel] = ([], {})
         else:
             misses.append((rel, st))
-    cached = len(tags)
     jobs = [
         (str(root / rel), EXTENSIONS[os.path.splitext(rel)[1].lower()], now - st.st_mtime_ns / 1e9 <= FRESH_SECONDS)
         for rel, st in misses

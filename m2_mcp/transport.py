@@ -39,7 +39,7 @@ TOKEN_ENV = "M2_MCP_TOKEN"
 PATHS = {"sse": "/sse", "http": "/mcp"}
 OPEN_PATHS = ("/health",)  # answered without a token (still Origin-checked)
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-GRACEFUL_SHUTDOWN_S = 3  # open SSE streams never finish on their own
+GRACEFUL_SHUTDOWN_S = 3  # HTTP: open SSE streams never finish on their own
 
 
 def is_loopback(host: str) -> bool:
@@ -104,8 +104,7 @@ class Guard:
         got = headers.get("authorization", "")
         scheme, _, value = got.partition(" ")
         got_bytes = f"Bearer {value.strip()}".encode() if scheme.lower() == "bearer" else b""
-        assert self.expected is not None
-        return hmac.compare_digest(got_bytes, self.expected)
+        return hmac.compare_digest(got_bytes, self.expected or b"")
 
 
 def single_response(send: Send) -> Send:
@@ -220,26 +219,40 @@ def serve_http(server: MCPServer, transport: str, host: str, port: int, token: s
 def serve_stdio(server: MCPServer) -> None:
     """Serve on stdin/stdout until EOF, Ctrl-C or SIGTERM. Only protocol goes to stdout."""
     import anyio
+    from mcp.server.stdio import stdio_server
+
+    lowlevel = server._lowlevel_server  # what MCPServer.run_stdio_async runs; we need the step between
+    stopping = False
 
     async def main() -> None:
+        nonlocal stopping
         async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:
+                nonlocal stopping
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
-                        # The SDK's stdin reader sits in a thread that cancellation cannot wake;
-                        # give shutdown (lifespan cleanup) a moment, then leave anyway.
-                        timer = threading.Timer(GRACEFUL_SHUTDOWN_S, os._exit, (0,))
-                        timer.daemon = True
-                        timer.start()
+                        stopping = True
                         tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(stop_on_signal)
-            await server.run_stdio_async()
+            async with stdio_server() as (read, write):
+                try:
+                    await lowlevel.run(read, write, lowlevel.create_initialization_options())
+                finally:
+                    if stopping:  # shutdown (lifespan cleanup) is done; the SDK's stdin reader
+                        _exit_soon()  # blocks in a thread no cancellation can wake while stdin is open
             tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+def _exit_soon(delay: float = 0.2) -> None:
+    sys.stderr.flush()
+    timer = threading.Timer(delay, os._exit, (0,))
+    timer.daemon = True
+    timer.start()
 
 
 def serve(server: MCPServer, transport: str = "stdio", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

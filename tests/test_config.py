@@ -155,3 +155,12 @@ def test_bad_usage_exit_2(args: list[str]) -> None:
     proc = config(*args)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("client, name", [("cursor", "cursor-mcp.json"), ("claude-code", "claude-code-mcp.json"),
+                                          ("vscode", "vscode-mcp.json"), ("codex", "codex-config.toml")])
+def test_examples_parse(client: str, name: str) -> None:
+    """examples/clients/ hold the same shape `config` writes."""
+    entry = entry_of(client, (Path(__file__).parent.parent / "examples" / "clients" / name).read_text())
+    assert entry["args"][:2] == ["serve", "--repo"] and entry["command"].endswith("m2-mcp")
+    assert not any("KEY" in k for k in entry.get("env", {}))
