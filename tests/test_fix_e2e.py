@@ -254,3 +254,26 @@ def test_bad_flags_and_bad_repo_exit_2(tmp_path: Path):
     proc = run_cli("fix", "--repo", str(tmp_path))
     assert proc.returncode == 2 and "not a git repository" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_long_run_that_would_overflow_the_window_completes_with_compaction(buggy: Path, tmp_path: Path):
+    (buggy / "big.txt").write_text("".join(f"line {i:04d} of a long file that fills the context window\n" for i in range(300)))
+    git(buggy, "add", "big.txt")
+    git(buggy, "commit", "-qm", "big")
+    read_big = {"name": "read_file", "arguments": {"path": "big.txt"}}
+    turns = [{"think": f"Read the big file again ({i}).", "tool_calls": [read_big]} for i in range(8)]
+    turns += fixing_turns()[1:]
+    window = 12_000  # each read of big.txt is ~5k tokens: 8 reads overflow it many times over
+    scenario = {"max_context_tokens": window, "scripts": [{"turns": turns}]}
+    with start_standin(scenario, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url, "--context-window", str(window))
+        requests = m2.requests()
+    assert proc.returncode == 0, proc.stderr
+    assert result["status"] == "fixed" and result["steps"] == len(turns)
+    assert len(requests) == len(turns)  # no request was rejected for length
+    last = requests[-1]["messages"]
+    assert sum("compacted" in (m.get("content") or "") for m in last if m["role"] == "tool") >= 5
+    thoughts = [m["content"] for m in last if m["role"] == "assistant"]
+    assert all("<think>" in t for t in thoughts) and len(thoughts) == len(turns) - 1  # thinking is never dropped
+    assert last[:2] == requests[0]["messages"][:2]  # the task stays
+    assert all(r["max_tokens"] <= window for r in requests)

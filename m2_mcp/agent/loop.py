@@ -188,18 +188,24 @@ class Loop:
                 return
 
     async def _complete(self, state: LoopState, max_tokens: int | None = None):
-        """One model call, compacting old tool outputs when the context nears the window."""
-        budget = int(self.limits.context_window * 0.75)
-        if prompt_tokens_estimate(state.messages, self.tools) > budget:
-            state.compactions += compact(state.messages, keep_last=6)
+        """One model call. Near the context window, older tool outputs are compacted first
+        (a little more each time it is needed), and the reply is sized to fit what is left."""
+        window, budget = self.limits.context_window, int(self.limits.context_window * 0.75)
+        for keep in (6, 3, 1, 0):
+            if prompt_tokens_estimate(state.messages, self.tools) <= budget:
+                break
+            state.compactions += compact(state.messages, keep_last=keep)
         await emit_event(self.emit, {"type": "model", "step": state.steps + 1, "max_steps": self.limits.max_steps})
+        room = window - prompt_tokens_estimate(state.messages, self.tools)
+        wanted = max_tokens or self.client.max_tokens
+        size = max(256, min(wanted, room)) if room < wanted else max_tokens
         try:
-            return await self.client.complete(state.messages, self.tools, max_tokens=max_tokens)
+            return await self.client.complete(state.messages, self.tools, max_tokens=size)
         except ContextLengthError:
-            if not compact(state.messages, keep_last=1):
+            if not compact(state.messages, keep_last=0):
                 raise
             state.compactions += 1
-            return await self.client.complete(state.messages, self.tools, max_tokens=max_tokens)
+            return await self.client.complete(state.messages, self.tools, max_tokens=size)
 
     async def _execute(self, call: ToolCall) -> tuple[str, Any]:
         """Run one tool call; every failure becomes an `Error: ...` tool result for the model."""

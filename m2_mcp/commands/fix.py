@@ -46,6 +46,8 @@ def add_arguments(parser) -> None:
                         help="stop once prompt+completion tokens reach N")
     parser.add_argument("--no-progress", type=int, default=3, metavar="N",
                         help="stop when N test runs in a row fail the same way (default: 3)")
+    parser.add_argument("--context-window", type=int, default=196_608, metavar="TOKENS",
+                        help="the model's context window; older tool outputs are compacted near it (default: 196608)")
     parser.add_argument("--price-in", type=float, default=None, metavar="USD",
                         help="USD per million prompt tokens (env M2_PRICE_IN; default 0.30)")
     parser.add_argument("--price-out", type=float, default=None, metavar="USD",
@@ -58,7 +60,7 @@ def run(args) -> int:
 
     from m2_mcp.errors import UsageError
 
-    for name in ("max_steps", "no_progress"):
+    for name in ("max_steps", "no_progress", "context_window"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.timeout <= 0:
@@ -84,7 +86,7 @@ async def _run(args) -> int:
     repo = Repo.open(args.repo)
     limits = Limits(
         max_steps=args.max_steps, timeout_s=args.timeout, max_cost_usd=args.max_cost, max_tokens=args.token_budget,
-        no_progress_runs=args.no_progress,
+        no_progress_runs=args.no_progress, context_window=args.context_window,
         price_in=args.price_in if args.price_in is not None else env_float("M2_PRICE_IN", 0.30),
         price_out=args.price_out if args.price_out is not None else env_float("M2_PRICE_OUT", 1.20),
     )
