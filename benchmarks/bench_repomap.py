@@ -176,7 +176,7 @@ def main() -> int:
 
     print()
     print(f"{'':18} {'cold s':>8} {'warm s':>8} {'tokens':>7} {'files':>6}")
-    for side, label in (("aider", f"aider RepoMap"), ("ours", "m2-mcp repo_map")):
+    for side, label in (("aider", "aider RepoMap"), ("ours", "m2-mcp repo_map")):
         if not results[side]:
             continue
         text = results[side][-1][1]["map"]

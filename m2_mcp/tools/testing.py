@@ -20,6 +20,7 @@ from m2_mcp.tools.registry import tool
 DEFAULT_TIMEOUT_S = 600
 MAX_TIMEOUT_S = 1800
 MAX_FAILURES = 50
+MAX_MESSAGE_CHARS = 300
 MAX_MESSAGE_CHARS = 500
 
 # Outcome words on a summary line, folded into the four counts (xfailed is expected: skipped;
@@ -109,12 +110,21 @@ async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: i
         notes.append(f"timed out after {seconds}s and was killed; run fewer tests (pass a file or -k) or raise timeout")
     elif result.exit_code == 5 or run.summary == "no tests ran":
         notes.append("no tests ran; check the path or -k expression")
-    if len(run.failures) > MAX_FAILURES:
-        notes.append(f"{len(run.failures)} failures, showing the first {MAX_FAILURES}")
-        run.failures = run.failures[:MAX_FAILURES]
-    room = budget.output_chars() - sum(len(f.test_id) + len(f.message) + 80 for f in run.failures)
+    chars = budget.output_chars()
+    shown, used = [], 0
+    for failure in run.failures[:MAX_FAILURES]:  # failures take at most half the budget
+        failure.message = failure.message[:MAX_MESSAGE_CHARS]
+        cost = len(failure.test_id) + len(failure.message) + len(failure.location or "") + 60
+        if used + cost > chars // 2:
+            break
+        shown.append(failure)
+        used += cost
+    if len(shown) < len(run.failures):
+        notes.append(f"{len(run.failures)} failures, showing the first {len(shown)}")
+        run.failures = shown
+    room = max(1000, chars - used - 600)
     hint = "run fewer tests (pass a test file or -k) to see all of it"
-    run.output, cut = budget.truncate(text, max(2000, room), hint)
+    run.output, cut = budget.truncate(text, room, hint)
     if cut:
         notes.append("output truncated in the middle")
     run.note = "; ".join(notes) or None
