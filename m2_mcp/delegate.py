@@ -35,7 +35,7 @@ from m2_mcp import metrics
 from m2_mcp.agent.job import DEFAULT_TASK, Job, JobSpec
 from m2_mcp.agent.loop import Limits
 from m2_mcp.agent.model_client import ModelClient
-from m2_mcp.agent.result import RunResult, TestCounts, Usage
+from m2_mcp.agent.result import RunResult
 from m2_mcp.endpoint import endpoints_from
 from m2_mcp.errors import M2Error
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
@@ -46,22 +46,11 @@ HEARTBEAT_S = 2.0
 MAX_WAIT_S = 300.0
 
 
-class TaskOutput(BaseModel):
-    """The section-5 result object, plus the task id; background starts carry only id and status."""
+class TaskOutput(RunResult):
+    """The section-5 result object plus the task id; a background start fills only id, status and branch."""
 
     task_id: str | None = None
-    status: str
-    tests_before: TestCounts | None = None
-    tests_after: TestCounts | None = None
-    files_changed: list[str] = Field(default_factory=list)
-    diff: str = ""
-    branch: str | None = None
-    commits: list[str] = Field(default_factory=list)
-    steps: int = 0
-    tool_calls: int = 0
-    usage: Usage | None = None
-    errors: list[str] = Field(default_factory=list)
-    summary: str = ""
+    status: str  # also "queued" for a background start
 
 
 class TaskStatus(BaseModel):

@@ -15,6 +15,7 @@ from m2_mcp import budget, proc
 from m2_mcp.errors import ToolError
 from m2_mcp.repo import Repo
 from m2_mcp.rg import find_rg, list_files
+from m2_mcp.tools.files import glob_regex
 from m2_mcp.tools.registry import tool
 
 MAX_RESULTS = 500
@@ -221,45 +222,13 @@ def _compile(pattern: str, literal: bool, case_sensitive: bool) -> re.Pattern[st
 
 
 def _glob_regex(glob: str, dirs: bool) -> re.Pattern[str]:
-    """A .gitignore-style glob as a regex over repo-relative paths (no `/` in it: matches any basename).
+    """A ripgrep `--glob` as a regex over repo-relative paths (the one translation: `files.glob_regex`).
 
     With `dirs`, a glob naming a directory also matches everything under it (ripgrep does that
     for excluding `!globs`, not for including ones).
     """
-    body = glob.strip("/") if "/" in glob.rstrip("/") else "**/" + glob
-    out, i = [], 0
-    while i < len(body):
-        c = body[i]
-        if body.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if body.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "{":
-            end = body.find("}", i)
-            if end > i:
-                out.append("(?:" + "|".join(re.escape(x) for x in body[i + 1 : end].split(",")) + ")")
-                i = end + 1
-                continue
-            out.append(re.escape(c))
-        elif c == "[":
-            end = body.find("]", i + 1)
-            if end > i:
-                out.append("[" + body[i + 1 : end].replace("!", "^", 1) + "]")
-                i = end + 1
-                continue
-            out.append(re.escape(c))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out) + ("(?:/.*)?$" if dirs else "$"))
+    base = glob_regex(glob.rstrip("/") if dirs else glob).pattern
+    return re.compile(f"(?:{base})" + ("(?:/.*)?$" if dirs else "$"))
 
 
 def _search_python(
