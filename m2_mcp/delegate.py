@@ -31,7 +31,6 @@ from mcp.server.mcpserver.exceptions import ToolError as SDKToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from m2_mcp import metrics
 from m2_mcp.agent.job import DEFAULT_TASK, Job, JobSpec
 from m2_mcp.agent.loop import Limits
 from m2_mcp.agent.model_client import ModelClient
@@ -175,7 +174,6 @@ class TaskRunner:
         self.store.update(task_id, status=final, result=dumped,
                           checkpoint=job.checkpoint if job is not None else None,
                           progress={"message": f"finished: {final}"})
-        metrics.RUNS.labels(status=final).inc()
         if dumped is not None:
             with contextlib.suppress(Exception):
                 from m2_mcp.ledger import record_run

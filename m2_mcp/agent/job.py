@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 
+from m2_mcp import metrics
 from m2_mcp.agent import prompt
 from m2_mcp.agent.loop import Emit, Limits, Loop, LoopState, emit_event
 from m2_mcp.agent.model_client import ModelClient
@@ -145,6 +146,7 @@ class Job:
             status = "budget_exhausted"
         else:
             status = "failed"
+        metrics.RUNS.labels(status=status).inc()
         self.result = RunResult(
             status=status, tests_before=before, tests_after=after, files_changed=files, diff=diff,
             branch=branch, commits=commits, steps=state.steps, tool_calls=state.tool_calls,

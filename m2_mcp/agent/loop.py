@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 import anyio
 
+from m2_mcp import metrics
 from m2_mcp.agent.model_client import ContextLengthError, ModelClient, ToolCall
 from m2_mcp.budget import estimate_tokens
 from m2_mcp.errors import EndpointError, ToolError
@@ -148,8 +149,10 @@ class Loop:
                 return
             reply = await self._complete(state, max_tokens)
             state.steps += 1
+            cost_before = state.cost(limits)
             state.prompt_tokens += reply.usage.prompt_tokens
             state.completion_tokens += reply.usage.completion_tokens
+            metrics.COST.inc(max(0.0, state.cost(limits) - cost_before))
             if not reply.tool_calls and (reply.truncated or reply.error):
                 # a cut or malformed tool call: nothing to answer with a tool result, and no user
                 # message may be added, so sample the turn again (with more room if it was cut)
