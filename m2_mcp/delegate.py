@@ -78,8 +78,10 @@ def describe(event: dict[str, Any], max_steps: int) -> str | None:
 class TaskRunner:
     """Runs agent jobs for one server: foreground calls and background tasks."""
 
-    def __init__(self, repo: Repo, store: TaskStore | None = None, max_concurrent: int | None = None):
+    def __init__(self, repo: Repo, store: TaskStore | None = None, max_concurrent: int | None = None,
+                 keep_alive: bool = False):
         self.repo = repo
+        self.keep_alive = keep_alive  # SSE: tasks outlive connections; they end with the process
         self.store = store or TaskStore()
         limit = max_concurrent or int(os.environ.get("M2_MCP_MAX_TASKS", "2"))
         self.slots = asyncio.Semaphore(max(1, limit))
@@ -87,7 +89,7 @@ class TaskRunner:
         self.background: dict[str, asyncio.Task] = {}
         self.users = 0
 
-    # lifecycle: entered once per process (stdio, HTTP) or per connection (SSE): count users
+    # lifecycle: entered once per process on stdio and HTTP, once per connection on SSE
     @contextlib.asynccontextmanager
     async def lifespan(self, server: MCPServer):
         if self.users == 0:
@@ -98,17 +100,25 @@ class TaskRunner:
             yield self
         finally:
             self.users -= 1
-            if self.users == 0:
-                self.shutdown()
+            if self.users == 0 and not self.keep_alive:
+                await self.shutdown()
 
-    def shutdown(self) -> None:
-        for task_id, task in list(self.background.items()):
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop background tasks (recorded as `interrupted`) and wait for their processes to be killed."""
+        tasks = list(self.background.items())
+        for task_id, task in tasks:
+            self._finish(task_id, self.jobs.get(task_id), status="interrupted")
             task.cancel()
-            self._finish(task_id, None, status="interrupted")
+        if tasks:
+            with anyio.move_on_after(grace_s), anyio.CancelScope(shield=True):
+                await asyncio.gather(*(task for _, task in tasks), return_exceptions=True)
 
     def _spec(self, task: str, test_cmd: str | None, max_steps: int | None, branch: str) -> JobSpec:
-        limits = Limits(max_steps=max_steps or 50,
-                        timeout_s=float(os.environ.get("M2_MCP_TASK_TIMEOUT", "1800")))
+        try:
+            timeout_s = float(os.environ.get("M2_MCP_TASK_TIMEOUT", "1800"))
+        except ValueError:
+            raise SDKToolError("M2_MCP_TASK_TIMEOUT must be a number of seconds") from None
+        limits = Limits(max_steps=max_steps or 50, timeout_s=timeout_s)
         return JobSpec(repo=self.repo.root, task=task or DEFAULT_TASK, test_cmd=test_cmd or DEFAULT_TEST_CMD,
                        branch=branch, limits=limits)
 
@@ -118,7 +128,7 @@ class TaskRunner:
         branch = branch or f"m2/task-{record['id'][2:]}"
         try:
             job = Job(self._spec(task, test_cmd, max_steps, branch), ModelClient(endpoints_from()))
-        except M2Error as exc:
+        except (M2Error, SDKToolError) as exc:
             self.store.update(record["id"], status="error", result=None,
                               progress={"message": str(exc)})
             raise SDKToolError(str(exc)) from None
@@ -154,6 +164,10 @@ class TaskRunner:
             raise
         except M2Error as exc:
             result = RunResult(status="error", errors=[str(exc)], summary=str(exc))
+        except Exception as exc:  # never leave a record stuck in "running"
+            log.exception("task %s failed", task_id)
+            message = f"{type(exc).__name__}: {exc}"
+            result = RunResult(status="error", errors=[message], summary=message)
         finally:
             await job.client.aclose()
         self._finish(task_id, job, result=result, started_at=started_wall, duration=time.monotonic() - started)

@@ -75,7 +75,7 @@ def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
 
 
 def _reach_check(endpoint: Endpoint, timeout: float) -> tuple[Check, list[str] | None]:
-    url = f"{endpoint.base_url}/models"
+    url = f"{endpoint.display}/models"
     start_fix = "start the model (m2-mcp model serve) or point --base-url / M2_BASE_URL at it"
     try:
         models = list_models(endpoint, timeout)
@@ -88,7 +88,7 @@ def _reach_check(endpoint: Endpoint, timeout: float) -> tuple[Check, list[str] |
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         return Check("endpoint", "fail", f"cannot reach {url}: {reason}", start_fix), None
-    return Check("endpoint", "ok", f"{endpoint.base_url} answers GET /models"), models
+    return Check("endpoint", "ok", f"{endpoint.display} answers GET /models"), models
 
 
 async def probe_tool_call(endpoint: Endpoint, timeout: float):
@@ -261,6 +261,6 @@ def render(checks: list[Check]) -> str:
 
 def to_json(checks: list[Check], endpoints: list[Endpoint]) -> str:
     code = exit_code(checks)
-    return json.dumps({"ok": code == 0, "exit_code": code, "base_urls": [e.base_url for e in endpoints],
+    return json.dumps({"ok": code == 0, "exit_code": code, "base_urls": [e.display for e in endpoints],
                        "model": endpoints[0].model, "checks": [asdict(c) for c in checks]},
                       indent=2, ensure_ascii=False)

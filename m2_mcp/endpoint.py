@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
@@ -15,8 +16,20 @@ class Endpoint:
     model: str
     api_key: str
 
+    @property
+    def display(self) -> str:
+        """The base URL for messages and logs: any `user:password@` removed."""
+        return display_url(self.base_url)
+
     def __repr__(self) -> str:  # never show the key
-        return f"Endpoint(base_url={self.base_url!r}, model={self.model!r}, api_key=***)"
+        return f"Endpoint(base_url={self.display!r}, model={self.model!r}, api_key=***)"
+
+
+def display_url(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def resolve_endpoint(base_url: str | None = None, model: str | None = None) -> Endpoint:

@@ -20,7 +20,7 @@ CAPTURE_HEAD = 256 * 1024
 CAPTURE_TAIL = 256 * 1024
 KILL_GRACE_S = 2.0
 # Our own secrets, unset for commands the model or an IDE chooses (`env` must not print them).
-NO_SECRETS: dict[str, str | None] = {"M2_API_KEY": None, "OPENAI_API_KEY": None, "M2_MCP_TOKEN": None}
+NO_SECRETS: dict[str, str | None] = {"M2_API_KEY": None, "OPENAI_API_KEY": None, "M2_MCP_TOKEN": None, "M2_BASE_URL": None}
 
 
 @dataclass

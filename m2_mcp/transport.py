@@ -82,6 +82,9 @@ class Guard:
         from starlette.datastructures import Headers
         from starlette.responses import PlainTextResponse
 
+        if scope["type"] == "websocket":  # no websocket route: refuse before anything else sees it
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

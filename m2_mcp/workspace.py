@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from m2_mcp.repo import Repo
 from m2_mcp.rg import list_files
 
 CHECKPOINT_PREFIX = "refs/m2-mcp/checkpoints/"
+# Build artefacts that test runs leave behind: never part of a checkpoint, a diff or a commit.
+NOT_SOURCE = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**")
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "m2-mcp", "GIT_AUTHOR_EMAIL": "m2-mcp@localhost",
     "GIT_COMMITTER_NAME": "m2-mcp", "GIT_COMMITTER_EMAIL": "m2-mcp@localhost",
@@ -44,7 +47,7 @@ def snapshot_tree(g: git.Repo) -> str:
         env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
         if g.head.is_valid():
             g.git.read_tree("HEAD", env=env)
-        g.git.add("-A", ".", env=env)
+        g.git.add("-A", "--", ".", *NOT_SOURCE, env=env)
         return g.git.write_tree(env=env)
 
 
@@ -65,7 +68,7 @@ def create_checkpoint(root: Path, label: str = "before m2-mcp run") -> Checkpoin
         index_tree = None
     parents = ["-p", g.head.commit.hexsha] if g.head.is_valid() else []
     message = f"m2-mcp checkpoint: {label}\n\nindex-tree: {index_tree or '-'}\n"
-    commit = g.git.commit_tree(tree, *parents, "-m", message, env=AUTHOR_ENV)
+    commit = g.git.commit_tree("--no-gpg-sign", tree, *parents, "-m", message, env=AUTHOR_ENV)
     ref = f"{CHECKPOINT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}-{commit[:8]}"
     g.git.update_ref(ref, commit)
     return Checkpoint(ref=ref, commit=commit, index_tree=index_tree)
@@ -149,8 +152,12 @@ class Workspace:
         """Checkpoint the user's state, or create the worktree on the new branch."""
         if self.branch:
             digest = hashlib.sha1(self.branch.encode()).hexdigest()[:10]
-            self.worktree = Path(self.g.git_dir) / "m2-worktrees" / digest
-            self.g.git.worktree("add", "-q", "-b", self.branch, str(self.worktree), "HEAD")
+            path = Path(self.g.git_dir) / "m2-worktrees" / digest
+            try:
+                self.g.git.worktree("add", "-q", "-b", self.branch, str(path), "HEAD")
+            except git.GitCommandError as exc:
+                raise UsageError(f"cannot create branch {self.branch}: {exc.stderr.strip().splitlines()[-1]}") from None
+            self.worktree = path
             self.base = snapshot_tree(git.Repo(self.worktree))
         else:
             self.checkpoint = create_checkpoint(self.user_root)
@@ -170,10 +177,10 @@ class Workspace:
         if not self.worktree:
             return []
         g = git.Repo(self.worktree)
-        g.git.add("-A", ".")
+        g.git.add("-A", "--", ".", *NOT_SOURCE)
         if not g.is_dirty(index=True, working_tree=False):
             return []
-        g.git.commit("-q", "--no-verify", "-m", message, env=AUTHOR_ENV)
+        g.git.commit("-q", "--no-verify", "--no-gpg-sign", "-m", message, env=AUTHOR_ENV)
         return [g.head.commit.hexsha]
 
     def finish(self, keep_branch: bool) -> None:
@@ -187,8 +194,12 @@ class Workspace:
             self.branch = None
 
 
+SKIP_DIRS = {".git", "node_modules", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+
 class TestGuard:
-    """Keeps test files as they were: detects and reverts changes made by any tool (shell included)."""
+    """Keeps tests and test configuration as they were: detects and reverts changes by any tool
+    (shell included). It walks the tree itself, so a file hidden by a new .gitignore is still seen."""
 
     __test__ = False  # not a pytest class
 
@@ -198,24 +209,35 @@ class TestGuard:
 
     def _read(self) -> dict[str, bytes]:
         files = {}
-        for path in list_files(self.repo.root):
-            rel = path.relative_to(self.repo.root).as_posix()
-            if Repo.is_test_file(rel) or rel in ("pytest.ini", "tox.ini"):
-                try:
-                    files[rel] = path.read_bytes()
-                except OSError:
-                    pass
+        root = self.repo.root
+        for dirpath, dirnames, filenames in os.walk(root):
+            # skip tool caches and virtualenvs (environment tampering is beyond a file guard)
+            dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS
+                           and not os.path.exists(os.path.join(dirpath, d, "pyvenv.cfg"))]
+            rel_dir = os.path.relpath(dirpath, root)
+            for name in filenames:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                if Repo.is_protected(rel):
+                    try:
+                        files[rel] = (Path(dirpath) / name).read_bytes()
+                    except OSError:
+                        pass
         return files
 
     def revert_changes(self) -> list[str]:
-        """Restore changed/deleted test files and remove new ones; returns the paths touched."""
+        """Restore changed/deleted protected files and remove new ones; returns the paths touched."""
         now = self._read()
         touched = sorted(p for p in set(now) | set(self.saved) if now.get(p) != self.saved.get(p))
         for rel in touched:
             target = self.repo.root / rel
-            if rel in self.saved:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(self.saved[rel])
-            else:
-                target.unlink(missing_ok=True)
+            try:
+                if rel in self.saved:
+                    if target.is_symlink() or target.is_dir():
+                        target.unlink() if target.is_symlink() else shutil.rmtree(target)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(self.saved[rel])
+                else:
+                    target.unlink(missing_ok=True)
+            except OSError:
+                pass  # reported as touched; the final test run shows what it means
         return touched

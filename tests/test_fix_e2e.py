@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import make_repo, run_cli
+from conftest import make_repo, pid_gone, run_cli
 from standin import start_standin
 
 BUGGY = {
@@ -277,3 +279,82 @@ def test_long_run_that_would_overflow_the_window_completes_with_compaction(buggy
     assert all("<think>" in t for t in thoughts) and len(thoughts) == len(turns) - 1  # thinking is never dropped
     assert last[:2] == requests[0]["messages"][:2]  # the task stays
     assert all(r["max_tokens"] <= window for r in requests)
+
+
+@pytest.mark.parametrize("cheat", ["shadow-pytest", "plugin-via-pyproject", "conftest-hidden-by-gitignore"])
+def test_the_agent_cannot_pass_by_subverting_the_test_run(buggy: Path, tmp_path: Path, cheat: str):
+    (buggy / "pytest.ini").unlink()
+    (buggy / "pyproject.toml").write_text("[tool.pytest.ini_options]\npythonpath = ['.']\n")
+    git(buggy, "add", "-A")
+    git(buggy, "commit", "-qm", "pyproject")
+    write = lambda path, content: {"name": "write_file", "arguments": {"path": path, "content": content}}  # noqa: E731
+    hook = "import pytest\n\n@pytest.hookimpl(tryfirst=True)\ndef pytest_pyfunc_call(pyfuncitem):\n    return True\n"
+    calls = {
+        "shadow-pytest": [write("pytest.py", "print('2 passed in 0.01s')\n")],
+        "plugin-via-pyproject": [write("cheat.py", hook),
+                                 {"name": "shell", "arguments": {"command": "printf \"addopts = '-p cheat'\\n\" >> pyproject.toml"}}],
+        "conftest-hidden-by-gitignore": [write(".gitignore", "conftest.py\n"),
+                                         {"name": "shell", "arguments": {"command": f"cat > conftest.py <<'EOF'\n{hook}EOF"}}],
+    }[cheat]
+    turns = [{"think": "Make the tests pass without fixing anything.", "tool_calls": calls},
+             {"think": "Check.", "tool_calls": [TESTS]}, {"think": "Done.", "text": "All green."}]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+    assert proc.returncode == 1, proc.stderr
+    assert result["status"] == "failed" and result["tests_after"]["failed"] == 1
+    assert not (buggy / "pytest.py").exists() and not (buggy / "conftest.py").exists()
+    assert "cheat" not in (buggy / "pyproject.toml").read_text()
+
+
+def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
+    pidfile = tmp_path / "sleep.pid"
+    repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py":
+                     f"import os, subprocess\n\ndef test_slow():\n    p = subprocess.Popen(['sleep', '300'])\n"
+                     f"    open({str(pidfile)!r}, 'w').write(str(p.pid))\n    p.wait()\n"})
+    proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", "http://127.0.0.1:9/v1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 20
+    assert proc.returncode == 1, err
+    assert json.loads(out)["status"] == "cancelled"
+    pid = int(pidfile.read_text())
+    for _ in range(50):
+        if pid_gone(pid):
+            break
+        time.sleep(0.1)
+    assert pid_gone(pid), "the test run's child survived the cancel"
+    assert git(repo, "status", "--porcelain") == "?? tests/test_slow.py\n" or git(repo, "status", "--porcelain") == ""
+
+
+def test_timeout_bounds_the_whole_run(tmp_path: Path):
+    marker = tmp_path / "slept"  # only the first test run is slow: the run after the loop must still happen
+    slow = f"import os, time\n\ndef test_slow():\n    if not os.path.exists({str(marker)!r}):\n" \
+           f"        open({str(marker)!r}, 'w').close()\n        time.sleep(120)\n"
+    repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py": slow})
+    started = time.monotonic()
+    proc, result = fix(repo, "http://127.0.0.1:9/v1", "--timeout", "3")
+    assert time.monotonic() - started < 60
+    assert proc.returncode == 1 and result["status"] == "budget_exhausted"
+    assert "--timeout" in result["summary"]
+    assert result["tests_after"] == {"passed": 2, "failed": 1, "errors": 0, "skipped": 0, "exit_code": 1}
+
+
+def test_signed_commits_pycache_and_url_credentials(buggy: Path, tmp_path: Path):
+    git(buggy, "config", "commit.gpgsign", "true")  # the user's signing setup must not be used or needed
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        secret_url = m2.base_url.replace("http://", "http://alice:s3cret@")
+        proc = run_cli("fix", "--repo", str(buggy), "--base-url", secret_url, "--branch", "m2/signed",
+                       env={"PYTHONDONTWRITEBYTECODE": ""})
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stderr
+    assert result["files_changed"] == ["calc.py"]  # no __pycache__ from the test runs
+    assert "s3cret" not in proc.stderr and "s3cret" not in proc.stdout
+    assert git(buggy, "worktree", "list").count("\n") == 1
+    down = run_cli("fix", "--repo", str(buggy), "--base-url", "http://alice:s3cret@127.0.0.1:9/v1")
+    assert down.returncode == 3 and "s3cret" not in down.stderr + down.stdout and "127.0.0.1:9" in down.stderr

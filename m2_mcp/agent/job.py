@@ -5,6 +5,7 @@ Shared by `m2-mcp fix` and the `m2_task` MCP tool, so both give the same result.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -58,15 +59,24 @@ def mentioned_paths(root: Path, *texts: str) -> list[str]:
 
 
 class Job:
-    """Run with `await job.run()`; `job.cancel()` stops it within seconds with status `cancelled`."""
+    """Run with `await job.run()`; `job.cancel()` stops it within seconds with status `cancelled`.
+
+    One cancel scope, owned by the job, covers the test run before, the loop and the
+    `--timeout` deadline; the test run after the loop always happens (it decides the
+    status), except on cancel. Whatever happens, the worktree is removed and test files
+    are restored.
+    """
 
     def __init__(self, spec: JobSpec, client: ModelClient, emit: Emit | None = None):
         self.spec, self.client, self.emit = spec, client, emit
         self.workspace = Workspace(spec.repo, spec.branch)  # UsageError for a bad repo or branch
         self.loop: Loop | None = None
+        self.guard: TestGuard | None = None
         self.cancelled = False
         self.result: RunResult | None = None
         self.endpoint_failed = False
+        self._scope = anyio.CancelScope()
+        self._no_loop = LoopState(messages=[])
 
     @property
     def checkpoint(self) -> str | None:
@@ -75,42 +85,63 @@ class Job:
 
     def cancel(self) -> None:
         self.cancelled = True
-        if self.loop is not None:
-            self.loop.cancel()
+        self._scope.cancel()
+
+    def _state(self) -> LoopState:
+        """The loop's state, or (before the loop started) an empty one that lasts for the run."""
+        return self.loop.state if self.loop is not None else self._no_loop
 
     async def run(self) -> RunResult:
         spec, ws = self.spec, self.workspace
         self.client.on_event = self.emit  # retries and streaming progress reach the same listener
-        ws.start()
-        repo = Repo(ws.root, test_cmd=spec.test_cmd, protect_tests=not spec.allow_test_edits)
-        state = LoopState(messages=[])
+        deadline = time.monotonic() + spec.limits.timeout_s
+        await anyio.to_thread.run_sync(ws.start)
+        repo = Repo(ws.root, test_cmd=spec.test_cmd, protect_tests=not spec.allow_test_edits,
+                    env=run_env(ws.root, isolated=bool(spec.branch)))
+        before = None
         try:
-            before = await run_test_command(repo, timeout=spec.test_timeout)
-            await emit_event(self.emit, {"type": "tests_before", **counts(before).model_dump()})
-            if before.exit_code == 0 and spec.task == DEFAULT_TASK:
-                return self._finish(repo, state, counts(before), counts(before), "tests already pass; nothing to do")
-            guard = TestGuard(repo) if repo.protect_tests else None
-            state.messages = [
-                {"role": "system", "content": prompt.SYSTEM},
-                {"role": "user", "content": prompt.task_message(
-                    spec.task, spec.test_cmd, "" if before.exit_code == 0 else failures_text(before),
-                    self._repo_map(repo, spec.task, before.output or ""))},
-            ]
-            self.loop = Loop(repo, self.client, spec.limits, emit=self.emit, guard=guard)
+            with self._scope:
+                self._scope.deadline = anyio.current_time() + spec.limits.timeout_s
+                before = await run_test_command(repo, timeout=spec.test_timeout)
+                await emit_event(self.emit, {"type": "tests_before", **counts(before).model_dump()})
+                if before.exit_code == 0 and spec.task == DEFAULT_TASK:
+                    return self._finish(repo, counts(before), counts(before), "tests already pass; nothing to do")
+                self.guard = TestGuard(repo) if repo.protect_tests else None
+                messages = [
+                    {"role": "system", "content": prompt.SYSTEM},
+                    {"role": "user", "content": prompt.task_message(
+                        spec.task, spec.test_cmd, "" if before.exit_code == 0 else failures_text(before),
+                        self._repo_map(repo, spec.task, before.output or ""))},
+                ]
+                self.loop = Loop(repo, self.client, spec.limits, emit=self.emit, guard=self.guard)
+                await self.loop.run(messages)
+            state = self._state()
+            before_counts = counts(before) if before else TestCounts()
             if self.cancelled:
-                self.loop.cancel()
-            state = await self.loop.run(state.messages)
-            if guard is not None:
-                guard.revert_changes()
-            if state.stop == "cancelled":
-                return self._finish(repo, state, counts(before), TestCounts(), "cancelled")
-            after = await run_test_command(repo, timeout=spec.test_timeout)
-            return self._finish(repo, state, counts(before), counts(after), state.summary, before.exit_code == 0)
+                return self._finish(repo, before_counts, TestCounts(), "cancelled", stop="cancelled")
+            if self._scope.cancelled_caught:
+                state.stop, state.summary = "timeout", f"stopped: --timeout of {spec.limits.timeout_s:g}s reached"
+            left = deadline - time.monotonic()
+            after = await run_test_command(repo, timeout=int(max(60, min(spec.test_timeout, left + 60))))
+            return self._finish(repo, before_counts, counts(after), state.summary,
+                                passed_before=before is not None and before.exit_code == 0)
         except anyio.get_cancelled_exc_class():
             # cancelled from outside (e.g. the MCP client dropped the call): record, then let it propagate
-            state.stop = "cancelled"
-            self.result = self._finish(repo, state, TestCounts(), TestCounts(), "cancelled")
+            self.result = self._finish(repo, counts(before) if before else TestCounts(), TestCounts(), "cancelled",
+                                       stop="cancelled")
             raise
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """After an unexpected error: restore test files, remove the worktree (best effort)."""
+        try:
+            if self.guard is not None:
+                self.guard.revert_changes()
+            self.workspace.finish(keep_branch=False)
+        except Exception:
+            pass
 
     def _repo_map(self, repo: Repo, task: str, test_output: str) -> str:
         try:
@@ -121,10 +152,14 @@ class Job:
         except Exception:  # the map is a help, never a reason to fail a run
             return ""
 
-    def _finish(self, repo: Repo, state: LoopState, before: TestCounts, after: TestCounts, summary: str,
-                passed_before: bool = False) -> RunResult:
+    def _finish(self, repo: Repo, before: TestCounts, after: TestCounts, summary: str, *,
+                passed_before: bool = False, stop: str | None = None) -> RunResult:
         """Diff, commit (branch mode), status. Synchronous git work only, so it also runs on cancel."""
-        ws, limits = self.workspace, self.spec.limits
+        ws, limits, state = self.workspace, self.spec.limits, self._state()
+        if stop:
+            state.stop = stop
+        if self.guard is not None:
+            self.guard.revert_changes()
         files, diff = ws.changes()
         commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
         branch = ws.branch if commits else None
@@ -155,6 +190,17 @@ class Job:
             errors=errors, summary=summary,
         )
         return self.result
+
+
+def run_env(root: Path, isolated: bool) -> dict[str, str]:
+    """Environment for the agent's test and shell commands: no bytecode files in the diff and,
+    in a worktree, the worktree's code first on the path (an editable install of the user's
+    checkout must not be what the tests import)."""
+    env = {"PYTHONDONTWRITEBYTECODE": "1"}
+    if isolated:
+        paths = [str(root), str(root / "src"), os.environ.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    return env
 
 
 def _total(c: TestCounts) -> int:

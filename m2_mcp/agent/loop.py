@@ -103,35 +103,23 @@ def prompt_tokens_estimate(messages: list[dict[str, Any]], tools: list[dict[str,
 
 
 class Loop:
-    """One run of the loop; `cancel()` ends it at the next await (model call or tool process)."""
+    """One run of the loop. Cancellation and the run's deadline belong to the caller (the Job):
+    cancelling its scope ends the loop at the next await (model call or tool process)."""
 
     def __init__(self, repo: Repo, client: ModelClient, limits: Limits, *, emit: Emit | None = None,
                  guard: TestGuard | None = None):
         self.repo, self.client, self.limits, self.emit, self.guard = repo, client, limits, emit, guard
         self.tools = [spec.openai_tool() for spec in registry.agent_tools()]
         self.tool_names = {t["function"]["name"] for t in self.tools}
-        self._scope: anyio.CancelScope | None = None
-        self._cancelled = False
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self._scope is not None:
-            self._scope.cancel()
+        self.state = LoopState(messages=[])  # kept up to date, so a cancelled run still reports its steps
 
     async def run(self, messages: list[dict[str, Any]]) -> LoopState:
-        state = LoopState(messages=messages)
-        started = time.monotonic()
-        with anyio.CancelScope(deadline=anyio.current_time() + self.limits.timeout_s) as self._scope:
-            if self._cancelled:
-                self._scope.cancel()
-            try:
-                await self._steps(state, started)
-            except EndpointError as exc:
-                state.stop, state.summary = "endpoint", str(exc)
-                state.errors.append(str(exc))
-        if self._scope.cancelled_caught:
-            state.stop = "cancelled" if self._cancelled else "timeout"
-            state.summary = "cancelled" if self._cancelled else f"stopped: --timeout of {self.limits.timeout_s:g}s reached"
+        self.state = state = LoopState(messages=messages)
+        try:
+            await self._steps(state, time.monotonic())
+        except EndpointError as exc:
+            state.stop, state.summary = "endpoint", str(exc)
+            state.errors.append(str(exc))
         return state
 
     async def _steps(self, state: LoopState, started: float) -> None:
@@ -225,7 +213,7 @@ class Loop:
         except Exception as exc:  # a bug in a tool must not end the run
             text = f"Error: {call.name} failed: {type(exc).__name__}: {exc}"
         if self.guard is not None:  # shell can write anywhere: check after every call
-            reverted = self.guard.revert_changes()
+            reverted = await anyio.to_thread.run_sync(self.guard.revert_changes)
             if reverted:
                 text = (f"Error: refused: test files may not be changed; restored {', '.join(reverted)}.\n" + text)
         return text, result

@@ -138,7 +138,7 @@ class ModelClient:
 
     async def complete(self, messages: list[dict], tools: list[dict], *, max_tokens: int | None = None) -> Reply:
         """One model turn. Raises EndpointError (one line, base URLs only) when no endpoint answers."""
-        urls = ", ".join(e.base_url for e in self.endpoints)
+        urls = ", ".join(e.display for e in self.endpoints)
         wait = self._open_until - time.monotonic()
         if wait > 0:
             metrics.MODEL_REQUESTS.labels("breaker_open").inc()
@@ -153,10 +153,10 @@ class ModelClient:
             try:
                 reply = await self._complete_on(index, messages, tools, max_tokens or self.max_tokens)
             except _EndpointFailed as exc:
-                failures.append(f"{self.endpoints[index].base_url} ({exc})")
+                failures.append(f"{self.endpoints[index].display} ({exc})")
                 if k + 1 < n:
-                    await self._emit({"type": "failover", "from": self.endpoints[index].base_url,
-                                      "to": self.endpoints[(index + 1) % n].base_url, "error": str(exc)})
+                    await self._emit({"type": "failover", "from": self.endpoints[index].display,
+                                      "to": self.endpoints[(index + 1) % n].display, "error": str(exc)})
                 continue
             except EndpointError:
                 metrics.MODEL_REQUESTS.labels("rejected").inc()
@@ -188,15 +188,15 @@ class ModelClient:
             try:
                 stream = await self._stream(index, messages, tools, max_tokens)
                 reply = build_reply(stream, tools)
-                reply.endpoint = endpoint.base_url
+                reply.endpoint = endpoint.display
                 return reply
             except openai.APIStatusError as exc:
                 status, text = exc.status_code, self._error_text(exc, endpoint)
                 if status == 400 and _CONTEXT_RE.search(text):
-                    raise ContextLengthError(f"model endpoint {endpoint.base_url}: prompt too long: {text}") from None
+                    raise ContextLengthError(f"model endpoint {endpoint.display}: prompt too long: {text}") from None
                 if status in (400, 422):
                     raise EndpointError(
-                        f"model endpoint {endpoint.base_url} rejected the request (HTTP {status}): {text}") from None
+                        f"model endpoint {endpoint.display} rejected the request (HTTP {status}): {text}") from None
                 error = f"HTTP {status}: {text}"
                 if not (status in (408, 429) or status >= 500):  # 401/403/404: this endpoint is wrong
                     raise _EndpointFailed(error) from None
@@ -206,7 +206,7 @@ class ModelClient:
                 raise _EndpointFailed(f"{error}; gave up after {attempt + 1} attempts")
             delay = self.backoff_base * 2 ** attempt * random.uniform(0.8, 1.2)
             metrics.MODEL_RETRIES.inc()
-            await self._emit({"type": "retry", "attempt": attempt + 2, "endpoint": endpoint.base_url,
+            await self._emit({"type": "retry", "attempt": attempt + 2, "endpoint": endpoint.display,
                               "delay": round(delay, 3), "error": error})
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")

@@ -32,6 +32,6 @@ def run(args) -> int:
     if args.json:
         print(doctor.to_json(checks, endpoints))
     else:
-        print(f"m2-mcp doctor: {', '.join(e.base_url for e in endpoints)} (model {endpoints[0].model})")
+        print(f"m2-mcp doctor: {', '.join(e.display for e in endpoints)} (model {endpoints[0].model})")
         print(doctor.render(checks))
     return doctor.exit_code(checks)

@@ -96,7 +96,7 @@ async def _run(args) -> int:
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     client = ModelClient(endpoints)
     job = Job(spec, client, emit=progress_printer(log))
-    log(f"m2-mcp fix: {repo.root} via {endpoints[0].base_url} ({endpoints[0].model})")
+    log(f"m2-mcp fix: {repo.root} via {endpoints[0].display} ({endpoints[0].model})")
     started, started_wall = time.monotonic(), time.time()
     try:
         async with anyio.create_task_group() as tg:

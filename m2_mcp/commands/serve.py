@@ -45,7 +45,9 @@ def run(args) -> int:
     from m2_mcp.delegate import TaskRunner, register
     from m2_mcp.server import build_server
 
-    runner = TaskRunner(repo)  # m2_task, m2_task_status, m2_task_cancel: M2 as a delegate
+    # m2_task, m2_task_status, m2_task_cancel: M2 as a delegate. Over SSE the SDK enters the
+    # lifespan per connection, so background tasks must not end when one client disconnects.
+    runner = TaskRunner(repo, keep_alive=args.transport == "sse")
     server = build_server(repo, extra_tools=[register(runner)], lifespan=runner.lifespan)
     serve(server, args.transport, args.host, args.port, token)
     return 0

@@ -35,7 +35,7 @@ async def shell(repo: Repo, command: str, timeout: int = DEFAULT_TIMEOUT_S) -> S
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
     if seconds != timeout:
         notes.append(f"timeout clamped to {seconds}s (allowed: 1 to {MAX_TIMEOUT_S})")
-    result = await proc.run(command, cwd=repo.root, timeout=seconds, env=proc.NO_SECRETS)
+    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, **repo.env})
     stdout, stderr, cut = split_budget(result.stdout, result.stderr)
     if result.timed_out:
         notes.append(f"timed out after {seconds}s: the command and its process group were killed")

@@ -96,7 +96,7 @@ async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: i
     """Run `repo.test_cmd` plus shell-quoted `args` and parse what it printed."""
     command = " ".join([repo.test_cmd, *(shlex.quote(a) for a in args or [])])
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
-    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, "COLUMNS": "200"})
+    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, "COLUMNS": "200", **repo.env})
     text = _ANSI.sub("", result.stdout + ("\n" + result.stderr if result.stderr.strip() else ""))
     run = parse_output(text)
     run.command = command
