@@ -29,6 +29,13 @@ def make_repo(path: Path, files: dict[str, str], commit: bool = True) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def isolated_state(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs, tasks and caches made by the tests (and the CLIs they start) stay out of the user's home."""
+    os.environ["M2_MCP_HOME"] = str(tmp_path_factory.mktemp("m2-mcp-home"))
+    os.environ["M2_MCP_CACHE_DIR"] = str(tmp_path_factory.mktemp("m2-mcp-cache"))
+
+
 @pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
     """A small committed Python project with a passing test."""
