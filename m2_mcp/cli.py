@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from m2_mcp import __version__
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"m2-mcp: error: {exc}\n")
         return exc.exit_code
+    except BrokenPipeError:  # the reader went away (`| head`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("m2-mcp: interrupted\n")
         return 130

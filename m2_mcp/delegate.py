@@ -160,7 +160,8 @@ class TaskRunner:
                 self.store.update(task_id, status="running", progress={"message": "starting"})
                 result = await job.run()
         except asyncio.CancelledError:
-            self._finish(task_id, job, status="cancelled")
+            self._finish(task_id, job, status="cancelled", started_at=started_wall,
+                         duration=time.monotonic() - started)
             raise
         except M2Error as exc:
             result = RunResult(status="error", errors=[str(exc)], summary=str(exc))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from m2_mcp.errors import UsageError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 DEFAULT_MODEL = "MiniMaxAI/MiniMax-M2"
@@ -48,4 +50,11 @@ def add_endpoint_arguments(parser) -> None:
 def endpoints_from(base_url: str | None = None, model: str | None = None) -> list[Endpoint]:
     """Several endpoints may be given comma-separated (flag or M2_BASE_URL); tried in order."""
     first = resolve_endpoint(base_url, model)
-    return [Endpoint(url.strip().rstrip("/"), first.model, first.api_key) for url in first.base_url.split(",") if url.strip()]
+    urls = [url.strip().rstrip("/") for url in first.base_url.split(",") if url.strip()]
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"not an http(s) base URL: {display_url(url)} (e.g. http://127.0.0.1:8000/v1)")
+    if not urls:
+        raise UsageError("no model base URL given")
+    return [Endpoint(url, first.model, first.api_key) for url in urls]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -28,6 +29,11 @@ from m2_mcp.rg import list_files
 CHECKPOINT_PREFIX = "refs/m2-mcp/checkpoints/"
 # Build artefacts that test runs leave behind: never part of a checkpoint, a diff or a commit.
 NOT_SOURCE = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**")
+# Checkpoints also keep git-ignored files up to these sizes, outside these directories.
+IGNORED_FILE_MAX = 1 << 20
+IGNORED_TOTAL_MAX = 64 << 20
+BULKY_DIRS = {"node_modules", ".venv", "venv", "__pycache__", ".tox", ".nox", ".mypy_cache", ".pytest_cache",
+              ".ruff_cache", ".cache", ".gradle"}
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "m2-mcp", "GIT_AUTHOR_EMAIL": "m2-mcp@localhost",
     "GIT_COMMITTER_NAME": "m2-mcp", "GIT_COMMITTER_EMAIL": "m2-mcp@localhost",
@@ -36,9 +42,13 @@ AUTHOR_ENV = {
 
 def open_git(root: Path) -> git.Repo:
     try:
-        return git.Repo(root, search_parent_directories=False)
+        g = git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         raise UsageError(f"not a git repository: {root}") from None
+    if g.working_tree_dir is None or Path(g.working_tree_dir).resolve() != Path(root).resolve():
+        raise UsageError(f"{root} is inside the git repository {g.working_tree_dir}: "
+                         f"run at its top (--repo {g.working_tree_dir})")
+    return g
 
 
 def snapshot_tree(g: git.Repo) -> str:
@@ -49,6 +59,45 @@ def snapshot_tree(g: git.Repo) -> str:
             g.git.read_tree("HEAD", env=env)
         g.git.add("-A", "--", ".", *NOT_SOURCE, env=env)
         return g.git.write_tree(env=env)
+
+
+def _ignored_files(g: git.Repo) -> list[str]:
+    """Small git-ignored files (.env, local config...): a run could change them, so checkpoints keep
+    them too. Not kept: files over IGNORED_FILE_MAX, dependency/tool/virtualenv directories, and
+    anything past IGNORED_TOTAL_MAX."""
+    root = Path(g.working_tree_dir)
+    listed = g.git.ls_files("--others", "--ignored", "--exclude-standard", "--directory", "-z").split("\0")
+    picked, total = [], 0
+
+    def candidates(path: Path):
+        if path.is_symlink():
+            return
+        if path.is_file():
+            yield path
+        elif path.is_dir() and path.name not in BULKY_DIRS and not (path / "pyvenv.cfg").exists():
+            for child in sorted(path.iterdir()):
+                yield from candidates(child)
+
+    for entry in filter(None, listed):
+        for path in candidates(root / entry):
+            size = path.stat().st_size
+            if size <= IGNORED_FILE_MAX and total + size <= IGNORED_TOTAL_MAX:
+                picked.append(path.relative_to(root).as_posix())
+                total += size
+    return picked
+
+
+def _ignored_commit(g: git.Repo) -> str | None:
+    files = _ignored_files(g)
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index"), "GIT_LITERAL_PATHSPECS": "1"}
+        listing = Path(tmp, "paths")
+        listing.write_bytes(b"\0".join(f.encode() for f in files))
+        g.git.add("-f", f"--pathspec-from-file={listing}", "--pathspec-file-nul", env=env)
+        tree = g.git.write_tree(env=env)
+    return g.git.commit_tree("--no-gpg-sign", tree, "-m", "m2-mcp checkpoint: ignored files", env=AUTHOR_ENV)
 
 
 @dataclass
@@ -67,7 +116,10 @@ def create_checkpoint(root: Path, label: str = "before m2-mcp run") -> Checkpoin
     except git.GitCommandError:  # unmerged index
         index_tree = None
     parents = ["-p", g.head.commit.hexsha] if g.head.is_valid() else []
-    message = f"m2-mcp checkpoint: {label}\n\nindex-tree: {index_tree or '-'}\n"
+    ignored = _ignored_commit(g)
+    if ignored:  # a parent, so git keeps it as long as the checkpoint
+        parents += ["-p", ignored]
+    message = f"m2-mcp checkpoint: {label}\n\nindex-tree: {index_tree or '-'}\nignored-files: {ignored or '-'}\n"
     commit = g.git.commit_tree("--no-gpg-sign", tree, *parents, "-m", message, env=AUTHOR_ENV)
     ref = f"{CHECKPOINT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}-{commit[:8]}"
     g.git.update_ref(ref, commit)
@@ -109,10 +161,15 @@ def restore_checkpoint(root: Path, ref: str | None = None) -> dict:
         if rel not in wanted:
             path.unlink()
             removed.append(rel)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-        g.git.read_tree(commit.tree.hexsha, env=env)
-        g.git.checkout_index("-a", "-f", env=env)
+    trees = [commit.tree.hexsha]
+    ignored = re.search(r"^ignored-files: ([0-9a-f]+)$", commit.message, re.M)
+    if ignored:
+        trees.append(g.commit(ignored.group(1)).tree.hexsha)
+    for tree in trees:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+            g.git.read_tree(tree, env=env)
+            g.git.checkout_index("-a", "-f", env=env)
     match = re.search(r"^index-tree: ([0-9a-f]+)$", commit.message, re.M)
     if match:
         g.git.read_tree(match.group(1))
@@ -131,7 +188,8 @@ class Workspace:
         self.checkpoint: Checkpoint | None = None
         self.worktree: Path | None = None
         self.base: str | None = None  # tree the agent's diff is measured against
-        if branch:
+        self._lock = None
+        if branch is not None:
             self._check_branch_name(branch)
             if not self.g.head.is_valid():
                 raise UsageError("--branch needs a repository with at least one commit")
@@ -150,7 +208,7 @@ class Workspace:
 
     def start(self) -> None:
         """Checkpoint the user's state, or create the worktree on the new branch."""
-        if self.branch:
+        if self.branch is not None:
             digest = hashlib.sha1(self.branch.encode()).hexdigest()[:10]
             path = Path(self.g.git_dir) / "m2-worktrees" / digest
             try:
@@ -160,6 +218,15 @@ class Workspace:
             self.worktree = path
             self.base = snapshot_tree(git.Repo(self.worktree))
         else:
+            # one run at a time in a working tree: a second would checkpoint the first one's edits
+            self._lock = open(Path(self.g.git_dir) / "m2-mcp.lock", "a")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                self._lock = None
+                raise UsageError("another m2-mcp run is changing this working tree; wait for it to end, "
+                                 "or use --branch") from None
             self.checkpoint = create_checkpoint(self.user_root)
             self.base = self.g.commit(self.checkpoint.commit).tree.hexsha
 
@@ -184,7 +251,10 @@ class Workspace:
         return [g.head.commit.hexsha]
 
     def finish(self, keep_branch: bool) -> None:
-        """Remove the worktree (the branch stays if keep_branch)."""
+        """Release the working tree, or remove the worktree (the branch stays if keep_branch)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if not self.worktree:
             return
         self.g.git.worktree("remove", "--force", str(self.worktree))

@@ -358,3 +358,69 @@ def test_signed_commits_pycache_and_url_credentials(buggy: Path, tmp_path: Path)
     assert git(buggy, "worktree", "list").count("\n") == 1
     down = run_cli("fix", "--repo", str(buggy), "--base-url", "http://alice:s3cret@127.0.0.1:9/v1")
     assert down.returncode == 3 and "s3cret" not in down.stderr + down.stdout and "127.0.0.1:9" in down.stderr
+
+
+def test_ignored_files_the_agent_touches_come_back_with_undo(buggy: Path, tmp_path: Path):
+    (buggy / ".gitignore").write_text(".env\nlocal.cfg\nbuild/\n")
+    git(buggy, "add", ".gitignore")
+    git(buggy, "commit", "-qm", "ignore")
+    (buggy / ".env").write_text("API_TOKEN=mine\n")
+    (buggy / "local.cfg").write_text("[me]\n")
+    (buggy / "build").mkdir()
+    (buggy / "build" / "notes.txt").write_text("keep\n")
+    vandal = {"name": "shell", "arguments": {"command": "echo AGENT > .env; rm -f local.cfg; rm -rf build"}}
+    turns = [{"think": "Clean up.", "tool_calls": [vandal]}, *fixing_turns()[1:]]
+    with start_standin({"scripts": [{"turns": turns}]}, tmp_path) as m2:
+        proc, result = fix(buggy, m2.base_url)
+    assert result["status"] == "fixed", proc.stderr
+    assert (buggy / ".env").read_text() == "AGENT\n"
+    undo = run_cli("undo", "--repo", str(buggy))
+    assert undo.returncode == 0, undo.stderr
+    assert (buggy / ".env").read_text() == "API_TOKEN=mine\n"
+    assert (buggy / "local.cfg").read_text() == "[me]\n"
+    assert (buggy / "build" / "notes.txt").read_text() == "keep\n"
+    assert (buggy / "calc.py").read_text() == BUGGY["calc.py"]
+
+
+def test_usage_errors_come_before_any_work(buggy: Path, tmp_path: Path):
+    before = git(buggy, "status", "--porcelain")
+    cases = [
+        (["--branch", ""], "invalid branch name"),
+        (["--json-out", str(tmp_path / "missing" / "r.json")], "--json-out"),
+        (["--test-cmd", " "], "--test-cmd"),
+        (["--test-cmd", "no-such-test-runner-xyz"], "could not run"),
+        (["--base-url", "notaurl"], "not an http(s) base URL"),
+        (["--max-cost", "-1"], "--max-cost"),
+        (["--context-window", "10"], "--context-window"),
+    ]
+    for extra, message in cases:
+        proc = run_cli("fix", "--repo", str(buggy), *extra) if "--base-url" in extra else \
+            run_cli("fix", "--repo", str(buggy), "--base-url", "http://127.0.0.1:9/v1", *extra)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, (extra, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert git(buggy, "status", "--porcelain") == before
+    sub = buggy / "tests"
+    proc = run_cli("fix", "--repo", str(sub), "--base-url", "http://127.0.0.1:9/v1")
+    assert proc.returncode == 2 and f"--repo {buggy}" in proc.stderr
+
+
+def test_a_second_run_in_the_same_tree_is_refused(buggy: Path, tmp_path: Path):
+    slow = [{"think": "Slowly.", "tool_calls": [READ], "delay": 1.0}] * 6
+    with start_standin({"scripts": [{"turns": slow}]}, tmp_path) as m2:
+        first = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(buggy), "--base-url", m2.base_url],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(100):
+            if m2.requests():
+                break
+            time.sleep(0.1)
+        second = run_cli("fix", "--repo", str(buggy), "--base-url", m2.base_url)
+        first.communicate(timeout=120)
+    assert second.returncode == 2 and "another m2-mcp run" in second.stderr
+    assert first.returncode == 1
+
+
+def test_closed_pipe_ends_quietly():
+    proc = subprocess.run(f"{sys.executable} -m m2_mcp model k8s --replicas 3 | head -c 20", shell=True,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stderr == "" and len(proc.stdout) == 20

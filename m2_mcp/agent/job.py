@@ -19,6 +19,7 @@ from m2_mcp.agent import prompt
 from m2_mcp.agent.loop import Emit, Limits, Loop, LoopState, emit_event
 from m2_mcp.agent.model_client import ModelClient
 from m2_mcp.agent.result import RunResult, TestCounts, Usage
+from m2_mcp.errors import UsageError
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.tools.testing import TestRun, run_test_command
 from m2_mcp.workspace import TestGuard, Workspace
@@ -26,6 +27,7 @@ from m2_mcp.workspace import TestGuard, Workspace
 DEFAULT_TASK = "make the failing tests pass"
 REPO_MAP_TOKENS = 1024
 BUDGET_STOPS = {"max_steps", "timeout", "cost", "tokens"}
+FINAL_RUN_GRACE_S = 30  # the test run after the loop decides the status: it gets at least this
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Job:
         self.endpoint_failed = False
         self._scope = anyio.CancelScope()
         self._no_loop = LoopState(messages=[])
+        self.errors: list[str] = []  # the job's own (test runs); the loop's are in its state
 
     @property
     def checkpoint(self) -> str | None:
@@ -103,6 +106,9 @@ class Job:
             with self._scope:
                 self._scope.deadline = anyio.current_time() + spec.limits.timeout_s
                 before = await run_test_command(repo, timeout=spec.test_timeout)
+                check_test_command(before, spec.test_cmd)
+                if before.timed_out:
+                    self.errors.append(f"the test run before the agent did not finish ({before.note})")
                 await emit_event(self.emit, {"type": "tests_before", **counts(before).model_dump()})
                 if before.exit_code == 0 and spec.task == DEFAULT_TASK:
                     return self._finish(repo, counts(before), counts(before), "tests already pass; nothing to do")
@@ -122,7 +128,9 @@ class Job:
             if self._scope.cancelled_caught:
                 state.stop, state.summary = "timeout", f"stopped: --timeout of {spec.limits.timeout_s:g}s reached"
             left = deadline - time.monotonic()
-            after = await run_test_command(repo, timeout=int(max(60, min(spec.test_timeout, left + 60))))
+            after = await run_test_command(repo, timeout=int(max(FINAL_RUN_GRACE_S, min(spec.test_timeout, left))))
+            if after.timed_out:
+                self.errors.append(f"the final test run did not finish ({after.note})")
             return self._finish(repo, before_counts, counts(after), state.summary,
                                 passed_before=before is not None and before.exit_code == 0)
         except anyio.get_cancelled_exc_class():
@@ -164,7 +172,7 @@ class Job:
         commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
         branch = ws.branch if commits else None
         ws.finish(keep_branch=bool(commits))
-        errors = list(state.errors)
+        errors = self.errors + list(state.errors)
         if state.stop == "cancelled":
             status = "cancelled"
         elif state.steps == 0 and before.exit_code == 0:
@@ -190,6 +198,13 @@ class Job:
             errors=errors, summary=summary,
         )
         return self.result
+
+
+def check_test_command(run: TestRun, test_cmd: str) -> None:
+    """A test command that cannot start is a usage error, not a reason to let the agent loose."""
+    if run.exit_code in (126, 127) and not (run.passed or run.failed or run.errors):
+        first = (run.output or "").strip().splitlines()[-1:] or [""]
+        raise UsageError(f"the test command could not run (exit {run.exit_code}): {test_cmd}: {first[0][:200]}")
 
 
 def run_env(root: Path, isolated: bool) -> dict[str, str]:

@@ -36,7 +36,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", default=None, help='what to do (default: "make the failing tests pass")')
     parser.add_argument("--test-cmd", default=DEFAULT_TEST_CMD, help=f"test command (default: {DEFAULT_TEST_CMD})")
     parser.add_argument("--max-steps", type=int, default=50, help="model turns at most (default: 50)")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run (default: 1800)")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds for the run (default: 1800); the deciding test run after it gets at most 30 s more")
     parser.add_argument("--branch", help="work on this new branch in a separate worktree and commit there")
     parser.add_argument("--json-out", help="also write the result JSON to this file")
     parser.add_argument("--allow-test-edits", action="store_true", help="let the agent edit test files")
@@ -56,15 +57,24 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     import anyio
 
     from m2_mcp.errors import UsageError
 
-    for name in ("max_steps", "no_progress", "context_window"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    for name in ("max_steps", "no_progress", "token_budget", "max_cost", "timeout", "price_in", "price_out"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 if name.startswith("price") else value <= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 0' if name.startswith('price') else 'positive'}")
+    if args.context_window < 4096:
+        raise UsageError("--context-window must be at least 4096 tokens")
+    if not args.test_cmd.strip():
+        raise UsageError("--test-cmd must not be empty")
+    if args.json_out:
+        target = Path(args.json_out).expanduser()
+        if target.is_dir() or not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+            raise UsageError(f"--json-out: cannot write {target}")
     return anyio.run(_run, args)
 
 
@@ -81,6 +91,7 @@ async def _run(args) -> int:
     from m2_mcp.agent.model_client import ModelClient
     from m2_mcp.agent.result import exit_code_for
     from m2_mcp.endpoint import endpoints_from
+    from m2_mcp.errors import M2Error
     from m2_mcp.repo import Repo
 
     repo = Repo.open(args.repo)
@@ -98,25 +109,35 @@ async def _run(args) -> int:
     job = Job(spec, client, emit=progress_printer(log))
     log(f"m2-mcp fix: {repo.root} via {endpoints[0].display} ({endpoints[0].model})")
     started, started_wall = time.monotonic(), time.time()
+    failure: M2Error | None = None
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_cancel_on_signal, job, tg.cancel_scope, log)
-            result = await job.run()
-            tg.cancel_scope.cancel()
+            tg.start_soon(_cancel_on_signal, job, log)
+            try:
+                result = await job.run()
+            except M2Error as exc:  # raised below, as itself (not inside an exception group)
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
     finally:
         await client.aclose()
+    if failure is not None:
+        raise failure
     duration = time.monotonic() - started
     text = json.dumps(result.model_dump(mode="json"), indent=2)
     print(text)
     if args.json_out:
-        Path(args.json_out).write_text(text + "\n")
+        try:
+            Path(args.json_out).expanduser().write_text(text + "\n")
+        except OSError as exc:
+            log(f"m2-mcp fix: warning: could not write --json-out: {exc}")
     _record(result, spec, started_wall, duration)
     log(f"m2-mcp fix: {result.status} after {result.steps} steps, {duration:.1f}s, "
         f"{result.usage.prompt_tokens + result.usage.completion_tokens} tokens, ${result.usage.cost_usd:.4f}")
     return exit_code_for(result, job.endpoint_failed)
 
 
-async def _cancel_on_signal(job, scope, log) -> None:
+async def _cancel_on_signal(job, log) -> None:
     import signal
 
     import anyio
