@@ -86,6 +86,9 @@ def test_fixes_a_bug_and_keeps_thinking(buggy: Path, tmp_path: Path, tool_parser
         assert [m["role"] for m in body["messages"]].count("user") == 1
         assert body["messages"][:2] == requests[0]["messages"][:2]  # stable prompt prefix
         assert body["tools"] == requests[0]["tools"]
+    task = requests[0]["messages"][1]["content"]
+    assert "make the failing tests pass" in task and "tests/test_calc.py::test_add" in task
+    assert "Repository map" in task and "def add(a, b):" in task  # the compact map of the repo
     tool_names = {t["function"]["name"] for t in requests[0]["tools"]}
     assert tool_names == {"read_file", "write_file", "edit_file", "multi_edit", "search", "find_files",
                           "repo_map", "run_tests", "shell"}

@@ -113,11 +113,11 @@ class Job:
                 if before.exit_code == 0 and spec.task == DEFAULT_TASK:
                     return self._finish(repo, counts(before), counts(before), "tests already pass; nothing to do")
                 self.guard = TestGuard(repo) if repo.protect_tests else None
+                repo_map = await anyio.to_thread.run_sync(self._repo_map, repo, spec.task, before.output or "")
                 messages = [
                     {"role": "system", "content": prompt.SYSTEM},
                     {"role": "user", "content": prompt.task_message(
-                        spec.task, spec.test_cmd, "" if before.exit_code == 0 else failures_text(before),
-                        self._repo_map(repo, spec.task, before.output or ""))},
+                        spec.task, spec.test_cmd, "" if before.exit_code == 0 else failures_text(before), repo_map)},
                 ]
                 self.loop = Loop(repo, self.client, spec.limits, emit=self.emit, guard=self.guard)
                 await self.loop.run(messages)
