@@ -170,7 +170,8 @@ class TaskRunner:
             message = f"{type(exc).__name__}: {exc}"
             result = RunResult(status="error", errors=[message], summary=message)
         finally:
-            await job.client.aclose()
+            with anyio.CancelScope(shield=True):
+                await job.client.aclose()
         self._finish(task_id, job, result=result, started_at=started_wall, duration=time.monotonic() - started)
         return result
 
