@@ -166,12 +166,18 @@ def endpoint_checks(endpoints: list[Endpoint], timeout: float) -> list[Check]:
 # ---- this machine ---------------------------------------------------------------------------
 
 
-def _version(argv: list[str]) -> str | None:
+def _stdout(argv: list[str], timeout: float) -> str | None:
+    """What a command printed, or None when it could not run or failed."""
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _version(argv: list[str]) -> str | None:
+    out = (_stdout(argv, 10) or "").strip()
+    return out.splitlines()[0] if out else None
 
 
 def git_check() -> Check:
@@ -224,12 +230,7 @@ def repo_check(repo: str | None) -> Check:
         return Check("repo", "warn", f"{root} is not a directory", "pass --repo DIR", required=False)
 
     def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20,
-                                 stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout if out.returncode == 0 else None
+        return _stdout(["git", "-C", str(root), *args], 20)
 
     if git("rev-parse", "--is-inside-work-tree") is None:
         return Check("repo", "warn", f"{root} is not a git repository: fix and m2_task need one", "git init",

@@ -115,7 +115,7 @@ def record_run(result: dict, *, task: str, repo: str, source: str, started_at: f
         json.dumps(result),
     )
     with closing(_connect(path, create=True)) as conn:
-        conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS)}, result_json) VALUES ({', '.join('?' * 14)})", row)
+        conn.execute(f"INSERT INTO runs ({', '.join(COLUMNS)}, result_json) VALUES ({', '.join('?' * len(row))})", row)
     return run_id
 
 

@@ -39,9 +39,9 @@ MAX_SIG_CHARS = 160
 MAX_DEFINERS = 20  # a name defined in more files than this says nothing about which one is meant
 DAMPING = 0.85
 CACHE_VERSION = 1  # bump when the queries or the tag format change
-FRESH_SECONDS = 2.0
+FRESH_SECONDS = 2.0  # an mtime this close to "now" may hide a same-size edit: hash the content too
 POOL_MIN_FILES = 300  # parse on all cores only when this many files need parsing
-WORKER_TIMEOUT = 600  # an mtime this close to "now" may hide a same-size edit: hash the content too
+WORKER_TIMEOUT = 600  # seconds a worker process may take over its share before it is parsed here instead
 
 EXTENSIONS = {
     ".py": "python", ".pyi": "python",

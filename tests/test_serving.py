@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _mcp import free_port
 from conftest import ROOT, pid_gone, run_cli
 from m2_mcp.serving.engine import EngineSpec, engine_args
 from m2_mcp.serving.plan import WINDOW, make_plan
@@ -185,18 +185,12 @@ def test_k8s_example_is_what_the_command_prints():
 # ---- serve against a fake engine ------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_serve(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / "serve.err"
     env = {**os.environ, "M2_MCP_VLLM": FAKE_VLLM, "M2_API_KEY": "sk-secret-do-not-print"}
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "m2_mcp", "model", "serve", "--port", str(_free_port()), "--timeout", "60", *extra],
+            [sys.executable, "-m", "m2_mcp", "model", "serve", "--port", str(free_port()), "--timeout", "60", *extra],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True)
     return proc, log
 

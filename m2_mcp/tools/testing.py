@@ -20,7 +20,6 @@ from m2_mcp.tools.registry import tool
 DEFAULT_TIMEOUT_S = 600
 MAX_TIMEOUT_S = 1800
 MAX_FAILURES = 50
-MAX_MESSAGE_CHARS = 300
 MAX_MESSAGE_CHARS = 500
 
 # Outcome words on a summary line, folded into the four counts (xfailed is expected: skipped;
@@ -113,7 +112,6 @@ async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: i
     chars = budget.output_chars()
     shown, used = [], 0
     for failure in run.failures[:MAX_FAILURES]:  # failures take at most half the budget
-        failure.message = failure.message[:MAX_MESSAGE_CHARS]
         cost = len(failure.test_id) + len(failure.message) + len(failure.location or "") + 60
         if used + cost > chars // 2:
             break
