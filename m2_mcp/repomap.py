@@ -38,7 +38,7 @@ MAX_FILE_BYTES = 1_000_000
 MAX_SIG_CHARS = 160
 MAX_DEFINERS = 20  # a name defined in more files than this says nothing about which one is meant
 DAMPING = 0.85
-CACHE_VERSION = 1  # bump when the queries or the tag format change
+CACHE_VERSION = 2  # bump when the queries, the builtins or the tag format change
 FRESH_SECONDS = 2.0  # an mtime this close to "now" may hide a same-size edit: hash the content too
 POOL_MIN_FILES = 300  # parse on all cores only when this many files need parsing
 WORKER_TIMEOUT = 600  # seconds a worker process may take over its share before it is parsed here instead
@@ -164,7 +164,10 @@ _JS_GLOBALS = (
     "Boolean parseInt parseFloat setTimeout clearTimeout setInterval console fetch"
 )
 BUILTINS = {
-    "python": frozenset(dir(__import__("builtins"))),
+    # builtins, plus the methods of builtin types: `d.get(...)` is nearly always dict.get, so a
+    # repo's own `get` method must not collect a reference from every file that reads a dict
+    "python": frozenset(dir(__import__("builtins"))) | frozenset(
+        name for kind in (dict, list, str, set, bytes, int, float, tuple) for name in dir(kind) if name[0] != "_"),
     "javascript": frozenset(_JS_GLOBALS.split()),
     "typescript": frozenset((_JS_GLOBALS + " Record Partial Readonly Pick Omit Required ReturnType").split()),
     "go": frozenset(

@@ -140,6 +140,17 @@ def test_widely_referenced_file_ranks_above_leaf(tmp_path: Path) -> None:
     assert build_map(root, max_tokens=11).map == "core.py:\n⋮\n│def compute_total(entries):\n⋮\n"
 
 
+def test_calls_to_builtin_type_methods_do_not_rank_a_same_named_method(tmp_path: Path) -> None:
+    cache = "class Cache:\n    def get(self, key):\n        return key\n"
+    parser = "def load(text):\n    return dict(line.split('=') for line in text.splitlines())\n"
+    reads = ", ".join(f"settings.get('k{j}')" for j in range(8))
+    users = {f"user_{i}.py": f"from parser import load\n\ndef run_{i}(text):\n    settings = load(text)\n    return {reads}\n"
+             for i in range(5)}
+    root = make_repo(tmp_path / "gets", {"cache.py": cache, "parser.py": parser, **users})
+    ranked = build_map(root, max_tokens=2048).files
+    assert ranked.index("parser.py") < ranked.index("cache.py")
+
+
 def test_focus_lifts_a_file(tmp_path: Path) -> None:
     root = make_repo(tmp_path / "layered", LAYERED)
     plain = build_map(root, max_tokens=1000)
