@@ -136,8 +136,11 @@ class TaskRunner:
         self.jobs[record["id"]] = job
         return record, job
 
-    async def run(self, task_id: str, job: Job, notify=None) -> RunResult:
-        """Run a created job under the concurrency limit, keeping its record up to date."""
+    async def run(self, task_id: str, job: Job, notify=None, cancelled_status: str = "cancelled") -> RunResult:
+        """Run a created job under the concurrency limit, keeping its record up to date.
+
+        `cancelled_status`: what an outside cancellation means: the client dropped a foreground
+        call (`cancelled`), or the server is stopping under a background task (`interrupted`)."""
         max_steps = job.spec.limits.max_steps
 
         async def on_event(event: dict[str, Any]) -> None:
@@ -160,7 +163,7 @@ class TaskRunner:
                 self.store.update(task_id, status="running", progress={"message": "starting"})
                 result = await job.run()
         except asyncio.CancelledError:
-            self._finish(task_id, job, status="cancelled", started_at=started_wall,
+            self._finish(task_id, job, status=cancelled_status, started_at=started_wall,
                          duration=time.monotonic() - started)
             raise
         except M2Error as exc:
@@ -202,7 +205,7 @@ class TaskRunner:
 
     async def _background(self, task_id: str, job: Job) -> None:
         try:
-            await self.run(task_id, job)
+            await self.run(task_id, job, cancelled_status="interrupted")
         except asyncio.CancelledError:
             pass
         except Exception:  # never let a background task die silently

@@ -179,3 +179,17 @@ async def test_killed_server_reports_interrupted_after_restart(repo: Path, tmp_p
     assert status.structured_content["status"] == "interrupted"
     assert (repo / "notes.txt").read_text() == "the user's untracked work\n"
     assert git(repo, "status", "--porcelain") == "?? notes.txt\n"
+
+
+async def test_sse_background_task_outlives_the_client_that_started_it(repo: Path, tmp_path: Path):
+    with start_standin({"scripts": [{"turns": turns(delay=0.5)}]}, tmp_path) as m2:
+        with start_http_server(repo, "sse", env=env_for(m2, tmp_path)) as (url, _):
+            async with connect(url, mode="legacy") as client:
+                started = await client.call_tool("m2_task", {"task": "make the failing tests pass", "background": True})
+            task_id = started.structured_content["task_id"]  # the first client is gone now
+            async with connect(url, mode="legacy") as client:
+                for _ in range(30):
+                    status = await client.call_tool("m2_task_status", {"task_id": task_id, "wait_seconds": 5})
+                    if status.structured_content["status"] not in ("queued", "running"):
+                        break
+    assert status.structured_content["status"] == "fixed"
