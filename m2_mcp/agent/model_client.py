@@ -203,7 +203,7 @@ class ModelClient:
             except (openai.APIError, httpx2.TransportError) as exc:  # connect errors, timeouts, broken streams
                 error = self._error_text(exc, endpoint)
             if attempt == self.retries:
-                raise _EndpointFailed(f"{error}; gave up after {attempt + 1} attempts")
+                raise _EndpointFailed(f"{error}; gave up after {attempt + 1} attempts ({attempt} retries)")
             delay = self.backoff_base * 2 ** attempt * random.uniform(0.8, 1.2)
             metrics.MODEL_RETRIES.inc()
             await self._emit({"type": "retry", "attempt": attempt + 2, "endpoint": endpoint.display,
