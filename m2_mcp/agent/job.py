@@ -5,6 +5,7 @@ Shared by `m2-mcp fix` and the `m2_task` MCP tool, so both give the same result.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -131,8 +132,9 @@ class Job:
             after = await run_test_command(repo, timeout=int(max(FINAL_RUN_GRACE_S, min(spec.test_timeout, left))))
             if after.timed_out:
                 self.errors.append(f"the final test run did not finish ({after.note})")
-            return self._finish(repo, before_counts, counts(after), state.summary,
-                                passed_before=before is not None and before.exit_code == 0)
+            finish = functools.partial(self._finish, repo, before_counts, counts(after), state.summary,
+                                       passed_before=before is not None and before.exit_code == 0)
+            return await anyio.to_thread.run_sync(finish)  # git work: keep the event loop (progress) free
         except anyio.get_cancelled_exc_class():
             # cancelled from outside (e.g. the MCP client dropped the call): record, then let it propagate
             self.result = self._finish(repo, counts(before) if before else TestCounts(), TestCounts(), "cancelled",
