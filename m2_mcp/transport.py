@@ -228,7 +228,6 @@ def serve_stdio(server: MCPServer) -> None:
     stopping = False
 
     async def main() -> None:
-        nonlocal stopping
         async with anyio.create_task_group() as tg:
 
             async def stop_on_signal() -> None:

@@ -11,7 +11,6 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -98,7 +97,6 @@ class Job:
     async def run(self) -> RunResult:
         spec, ws = self.spec, self.workspace
         self.client.on_event = self.emit  # retries and streaming progress reach the same listener
-        deadline = time.monotonic() + spec.limits.timeout_s
         await anyio.to_thread.run_sync(ws.start)
         repo = Repo(ws.root, test_cmd=spec.test_cmd, protect_tests=not spec.allow_test_edits,
                     env=run_env(ws.root, isolated=bool(spec.branch)))
@@ -128,7 +126,7 @@ class Job:
                 return self._finish(repo, before_counts, TestCounts(), "cancelled", stop="cancelled")
             if self._scope.cancelled_caught:
                 state.stop, state.summary = "timeout", f"stopped: --timeout of {spec.limits.timeout_s:g}s reached"
-            left = deadline - time.monotonic()
+            left = self._scope.deadline - anyio.current_time()  # the --timeout deadline set above
             after = await run_test_command(repo, timeout=int(max(FINAL_RUN_GRACE_S, min(spec.test_timeout, left))))
             if after.timed_out:
                 self.errors.append(f"the final test run did not finish ({after.note})")

@@ -53,7 +53,6 @@ class LoopState:
     stop: str = ""  # done | max_steps | timeout | cost | tokens | no_progress | truncated | endpoint | cancelled
     summary: str = ""
     errors: list[str] = field(default_factory=list)
-    compactions: int = 0
 
     def cost(self, limits: Limits) -> float:
         return round(self.prompt_tokens / 1e6 * limits.price_in + self.completion_tokens / 1e6 * limits.price_out, 6)
@@ -185,7 +184,7 @@ class Loop:
         for keep in (6, 3, 1, 0):
             if prompt_tokens_estimate(state.messages, self.tools) <= budget:
                 break
-            state.compactions += compact(state.messages, keep_last=keep)
+            compact(state.messages, keep_last=keep)
         await emit_event(self.emit, {"type": "model", "step": state.steps + 1, "max_steps": self.limits.max_steps})
         room = window - prompt_tokens_estimate(state.messages, self.tools)
         wanted = max_tokens or self.client.max_tokens
@@ -195,7 +194,6 @@ class Loop:
         except ContextLengthError:
             if not compact(state.messages, keep_last=0):
                 raise
-            state.compactions += 1
             return await self.client.complete(state.messages, self.tools, max_tokens=size)
 
     async def _execute(self, call: ToolCall) -> tuple[str, Any]:

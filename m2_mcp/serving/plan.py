@@ -94,7 +94,7 @@ def render(plan: Plan, command: str) -> str:
         f"MiniMax-M2 on {p.gpus} x {p.gpu_mem_gb:g} GB",
         f"  usable:    {p.gpus} x ({p.gpu_mem_gb:g} GB x {p.gpu_mem_util:g} - {p.reserve_gb_per_gpu:g} GB reserved) "
         f"= {p.usable_gb:,.1f} GB",
-        f"             (reserved per GPU: activation peak, CUDA graphs, NCCL buffers; an estimate, vLLM measures it at start-up)",
+        "             (reserved per GPU: activation peak, CUDA graphs, NCCL buffers; an estimate, vLLM measures it at start-up)",
         f"  weights:   {p.weights_gb:.0f} GB",
         f"  KV cache:  {p.kv_gb:,.1f} GB -> {p.kv_tokens:,} tokens in total (~{short_tokens(p.kv_tokens)}; "
         f"{KV_GB_PER_M_TOKENS:.0f} GB per 1M tokens)",
