@@ -1,0 +1,11 @@
+"""The git side of an agent run, via GitPython: checkpoints, worktree branches, diffs, undo,
+and the guard that keeps tests unchanged."""
+
+from m2_mcp.workspace.checkpoint import (CHECKPOINT_PREFIX, Checkpoint, create_checkpoint, list_checkpoints,
+                                         restore_checkpoint, snapshot_tree)
+from m2_mcp.workspace.gitutil import AUTHOR_ENV, NOT_SOURCE, open_git
+from m2_mcp.workspace.guard import TestGuard
+from m2_mcp.workspace.worktree import Workspace
+
+__all__ = ["AUTHOR_ENV", "CHECKPOINT_PREFIX", "NOT_SOURCE", "Checkpoint", "TestGuard", "Workspace",
+           "create_checkpoint", "list_checkpoints", "open_git", "restore_checkpoint", "snapshot_tree"]
