@@ -196,7 +196,8 @@ async def test_two_500s_then_success_are_retried(m2):
     assert reply.content == "recovered"
     assert sample("m2mcp_model_retries_total") - before == 2
     retries = [e for e in events if e["type"] == "retry"]
-    assert [e["attempt"] for e in retries] == [2, 3] and "HTTP 500" in retries[0]["error"]
+    # retry N of M everywhere: the events count retries, like the final "gave up after M retries"
+    assert [(e["attempt"], e["retries"]) for e in retries] == [(1, 3), (2, 3)] and "HTTP 500" in retries[0]["error"]
     assert all(KEY not in json.dumps(e) for e in events)
 
 
@@ -228,7 +229,7 @@ async def test_endpoint_down_then_breaker_fails_fast(m2):
         with pytest.raises(EndpointError) as err:
             await client.complete(user("hi"), TOOLS)
         text = str(err.value)
-        assert url in text and "\n" not in text and KEY not in text and "2 attempts" in text
+        assert url in text and "\n" not in text and KEY not in text and "gave up after 1 retry" in text
         assert err.value.exit_code == 3
         assert sample("m2mcp_circuit_breaker_open") == 1
         with pytest.raises(EndpointError, match="circuit breaker open") as err:

@@ -26,9 +26,13 @@ from m2_mcp.tools.testing import TestRun, failure_signature
 from m2_mcp.workspace import TestGuard
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
-MAX_RESAMPLES = 2  # a cut or malformed tool call is sampled again at most this often in a row
+MAX_RESAMPLES = 2  # a cut, malformed or empty turn is sampled again at most this often in a row
 MAX_OUTPUT_TOKENS = 65_536
 COMPACTED = "[older tool output compacted to save context; call the tool again if you need it]"
+# Compaction: once the prompt passes COMPACT_AT of the window, compact old tool outputs in one batch
+# down to COMPACT_TO. Rewriting old messages breaks vLLM's prefix cache from the first rewritten one
+# on, so it should happen rarely and in bulk, not a message at a time at every step.
+COMPACT_AT, COMPACT_TO, KEEP_RECENT = 0.75, 0.40, 3
 
 
 @dataclass
@@ -83,6 +87,26 @@ def render(result: Any) -> str:
 def short_args(args: dict[str, Any] | None, limit: int = 60) -> str:
     text = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in (args or {}).items())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compact_batch(messages: list[dict[str, Any]], tools: list[dict[str, Any]], target: int) -> int:
+    """Compact tool outputs, oldest first, until the prompt estimate is at most `target` tokens
+    (the last KEEP_RECENT outputs only when the older ones were not enough). Returns how many."""
+    total = prompt_tokens_estimate(messages, tools)
+    tool_indexes = [i for i, m in enumerate(messages) if m.get("role") == "tool"]
+    order = tool_indexes[:-KEEP_RECENT] + tool_indexes[-KEEP_RECENT:] if len(tool_indexes) > KEEP_RECENT else tool_indexes
+    count = 0
+    for i in order:
+        if total <= target:
+            break
+        content = messages[i].get("content") or ""
+        if len(content) > 300 and not content.endswith(COMPACTED):
+            short = content[:200].rstrip() + "\n" + COMPACTED
+            messages[i] = {**messages[i], "content": short}
+            total -= estimate_tokens(json.dumps(content, ensure_ascii=False)) - estimate_tokens(
+                json.dumps(short, ensure_ascii=False))
+            count += 1
+    return count
 
 
 def compact(messages: list[dict[str, Any]], keep_last: int) -> int:
@@ -140,17 +164,25 @@ class Loop:
             state.prompt_tokens += reply.usage.prompt_tokens
             state.completion_tokens += reply.usage.completion_tokens
             metrics.COST.inc(max(0.0, state.cost(limits) - cost_before))
-            if not reply.tool_calls and (reply.truncated or reply.error):
-                # a cut or malformed tool call: nothing to answer with a tool result, and no user
-                # message may be added, so sample the turn again (with more room if it was cut)
-                problem = "output cut at max_tokens" if reply.truncated else f"malformed tool call: {reply.error}"
-                state.errors.append(f"step {state.steps}: {problem}")
+            if not reply.tool_calls and (reply.truncated or reply.error or reply.empty):
+                # a cut or malformed tool call, or a turn with neither a call nor text (vLLM 0.33 drops
+                # a call to a tool that was not offered): nothing to answer with a tool result, and no
+                # user message may be added, so sample the turn again (with more room if it was cut)
+                problem = ("output cut at max_tokens" if reply.truncated else f"malformed tool call: {reply.error}"
+                           if reply.error else "no tool call and no answer")
                 resamples += 1
+                if reply.empty and resamples > MAX_RESAMPLES:
+                    state.messages.append(reply.message)
+                    state.stop, state.summary = "done", "(the model stopped without a message)"
+                    return
+                state.errors.append(f"step {state.steps}: {problem}")
                 if resamples > MAX_RESAMPLES:
                     state.stop, state.summary = "truncated", f"stopped: {problem} ({resamples} times in a row)"
                     return
                 if reply.truncated:
                     max_tokens = min(2 * (max_tokens or self.client.max_tokens), MAX_OUTPUT_TOKENS)
+                await emit_event(self.emit, {"type": "resample", "step": state.steps, "problem": problem,
+                                             "max_tokens": max_tokens or self.client.max_tokens})
                 continue
             resamples = 0
             state.messages.append(reply.message)
@@ -178,13 +210,11 @@ class Loop:
                 return
 
     async def _complete(self, state: LoopState, max_tokens: int | None = None):
-        """One model call. Near the context window, older tool outputs are compacted first
-        (a little more each time it is needed), and the reply is sized to fit what is left."""
-        window, budget = self.limits.context_window, int(self.limits.context_window * 0.75)
-        for keep in (6, 3, 1, 0):
-            if prompt_tokens_estimate(state.messages, self.tools) <= budget:
-                break
-            compact(state.messages, keep_last=keep)
+        """One model call. Near the context window, older tool outputs are compacted first (in one
+        batch, well below the threshold), and the reply is sized to fit what is left."""
+        window = self.limits.context_window
+        if prompt_tokens_estimate(state.messages, self.tools) > window * COMPACT_AT:
+            compact_batch(state.messages, self.tools, int(window * COMPACT_TO))
         await emit_event(self.emit, {"type": "model", "step": state.steps + 1, "max_steps": self.limits.max_steps})
         room = window - prompt_tokens_estimate(state.messages, self.tools)
         wanted = max_tokens or self.client.max_tokens

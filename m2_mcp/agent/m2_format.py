@@ -222,6 +222,17 @@ def _schemas_by_name(tools: list[dict] | None) -> dict[str, dict]:
     return out
 
 
+def required_parameters(tools: list[dict] | None) -> dict[str, list[str]]:
+    """tool name -> its required parameter names."""
+    out: dict[str, list[str]] = {}
+    for tool in tools or []:
+        fn = tool.get("function", tool) if isinstance(tool, dict) else {}
+        if isinstance(fn, dict) and fn.get("name"):
+            required = (fn.get("parameters") or {}).get("required") or []
+            out[fn["name"]] = [r for r in required if isinstance(r, str)]
+    return out
+
+
 def _schema_types(schema: dict) -> set[str]:
     """Every type a schema admits: `type` (string or list), enum values, anyOf/oneOf/allOf."""
     types: set[str] = set()

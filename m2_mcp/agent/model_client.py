@@ -27,6 +27,7 @@ import random
 import re
 import secrets
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,7 +41,16 @@ from m2_mcp.errors import EndpointError
 
 _CONTEXT_RE = re.compile(r"context length|context_length|context window|too many tokens|prompt is too long|"
                          r"input is too long|exceeds the available context", re.IGNORECASE)
+_NO_TOOL_PARSER_RE = re.compile(r"tool.choice.*(requires|not supported)|enable-auto-tool-choice|tool-call-parser",
+                                re.IGNORECASE)
 _MAX_ERROR_CHARS = 300
+# MiniMax's hosted API (OpenAI-compatible): no `max_tokens` (use max_completion_tokens), no `top_k`.
+MINIMAX_HOSTS = ("api.minimax.io", "api.minimaxi.com")
+
+
+def is_minimax_api(base_url: str) -> bool:
+    host = (urllib.parse.urlsplit(base_url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in MINIMAX_HOSTS)
 
 
 class ContextLengthError(EndpointError):
@@ -71,9 +81,10 @@ class Reply:
     finish_reason: str | None
     usage: Usage
     source: str             # "parsed", "xml" or "none"
-    truncated: bool = False  # finish_reason "length" and no usable tool call
+    truncated: bool = False  # cut at max_tokens (see build_reply): no usable tool call
     error: str | None = None  # why the output holds no usable tool call (cut or malformed XML)
     endpoint: str = ""       # base URL that answered
+    empty: bool = False      # no tool call and no visible text: not a final answer (sample again)
 
 
 class _EndpointFailed(Exception):
@@ -85,35 +96,58 @@ class _Stream:
     """What the chunks of one streamed completion add up to."""
     content: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
-    calls: dict[int, dict] = field(default_factory=dict)
+    calls: list[dict] = field(default_factory=list)   # in arrival order
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    usage_seen: bool = False
     chars: int = 0
+    _by_index: dict[int, dict] = field(default_factory=dict)
 
     def add(self, chunk) -> None:
         if chunk.usage:
             self.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0)
+            self.usage_seen = True
         for choice in chunk.choices or []:
             delta = choice.delta
             if delta is not None:
                 if delta.content:
                     self.content.append(delta.content)
                     self.chars += len(delta.content)
-                extra = delta.model_extra or {}
-                reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-                if isinstance(reasoning, str) and reasoning:
+                reasoning = reasoning_text(delta.model_extra or {})
+                if reasoning:
                     self.reasoning.append(reasoning)
                     self.chars += len(reasoning)
                 for tc in delta.tool_calls or []:
-                    slot = self.calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                    if tc.id:
-                        slot["id"] = tc.id
-                    if tc.function is not None:
-                        slot["name"] += tc.function.name or ""
-                        slot["arguments"] += tc.function.arguments or ""
-                        self.chars += len(tc.function.arguments or "")
+                    self._add_call(tc)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
+
+    def _add_call(self, tc) -> None:
+        """Append a tool-call delta. A new `id` on an index that already has one starts a new call
+        (vLLM 0.11 restarts the index at 0 for a second `<minimax:tool_call>` block)."""
+        slot = self._by_index.get(tc.index)
+        if slot is None or (tc.id and slot["id"] and tc.id != slot["id"]):
+            slot = {"id": "", "name": "", "arguments": "", "restarted": slot is not None}
+            self._by_index[tc.index] = slot
+            self.calls.append(slot)
+        if tc.id:
+            slot["id"] = tc.id
+        if tc.function is not None:
+            slot["name"] += tc.function.name or ""
+            slot["arguments"] += tc.function.arguments or ""
+            self.chars += len(tc.function.arguments or "")
+
+
+def reasoning_text(fields: dict) -> str:
+    """Thinking carried in a delta or message: `reasoning_content` (vLLM <= 0.11, SGLang), `reasoning`
+    (newer vLLM) or `reasoning_details` (MiniMax's API with reasoning_split: a list of {"text": ...})."""
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(fields.get(key), str) and fields[key]:
+            return fields[key]
+    details = fields.get("reasoning_details")
+    if isinstance(details, list):
+        return "".join(d.get("text") or "" for d in details if isinstance(d, dict) and isinstance(d.get("text"), str))
+    return ""
 
 
 class ModelClient:
@@ -135,6 +169,7 @@ class ModelClient:
         self._failures = 0          # consecutive complete() calls that failed on every endpoint
         self._open_until = 0.0      # monotonic time the breaker closes again
         self._last_error = ""
+        self._tool_choice = "auto"  # "none" once a server without a tool parser refused "auto"
 
     async def complete(self, messages: list[dict], tools: list[dict], *, max_tokens: int | None = None) -> Reply:
         """One model turn. Raises EndpointError (one line, base URLs only) when no endpoint answers."""
@@ -187,13 +222,19 @@ class ModelClient:
         for attempt in range(self.retries + 1):
             try:
                 stream = await self._stream(index, messages, tools, max_tokens)
-                reply = build_reply(stream, tools)
+                reply = build_reply(stream, tools, max_tokens)
                 reply.endpoint = endpoint.display
                 return reply
             except openai.APIStatusError as exc:
                 status, text = exc.status_code, self._error_text(exc, endpoint)
                 if status == 400 and _CONTEXT_RE.search(text):
                     raise ContextLengthError(f"model endpoint {endpoint.display}: prompt too long: {text}") from None
+                if status == 400 and tools and self._tool_choice == "auto" and _NO_TOOL_PARSER_RE.search(text):
+                    # no server-side tool parser: send tool_choice "none" (the template still shows the
+                    # tools) and read M2's <minimax:tool_call> XML from the content, from now on
+                    self._tool_choice = "none"
+                    await self._emit({"type": "tool_choice_fallback", "endpoint": endpoint.display, "error": text})
+                    return await self._complete_on(index, messages, tools, max_tokens)
                 if status in (400, 422):
                     raise EndpointError(
                         f"model endpoint {endpoint.display} rejected the request (HTTP {status}): {text}") from None
@@ -203,21 +244,25 @@ class ModelClient:
             except (openai.APIError, httpx2.TransportError) as exc:  # connect errors, timeouts, broken streams
                 error = self._error_text(exc, endpoint)
             if attempt == self.retries:
-                raise _EndpointFailed(f"{error}; gave up after {attempt + 1} attempts ({attempt} retries)")
+                raise _EndpointFailed(f"{error}; gave up after {attempt} {'retry' if attempt == 1 else 'retries'}")
             delay = self.backoff_base * 2 ** attempt * random.uniform(0.8, 1.2)
             metrics.MODEL_RETRIES.inc()
-            await self._emit({"type": "retry", "attempt": attempt + 2, "endpoint": endpoint.display,
-                              "delay": round(delay, 3), "error": error})
+            # "retry N of M", the same count the final "gave up after M retries" uses
+            await self._emit({"type": "retry", "attempt": attempt + 1, "retries": self.retries,
+                              "endpoint": endpoint.display, "delay": round(delay, 3), "error": error})
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def _stream(self, index: int, messages: list[dict], tools: list[dict], max_tokens: int) -> _Stream:
         kwargs: dict[str, Any] = dict(
             model=self.endpoints[index].model, messages=messages, stream=True,
-            stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p,
-            max_tokens=max_tokens, extra_body={"top_k": self.top_k})
+            stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p)
+        if is_minimax_api(self.endpoints[index].base_url):
+            kwargs["max_completion_tokens"] = max_tokens
+        else:
+            kwargs.update(max_tokens=max_tokens, extra_body={"top_k": self.top_k})
         if tools:
-            kwargs.update(tools=tools, tool_choice="auto")
+            kwargs.update(tools=tools, tool_choice=self._tool_choice)
         stream = await self._clients[index].chat.completions.create(**kwargs)
         acc, last_event = _Stream(), time.monotonic()
         try:
@@ -255,25 +300,31 @@ class ModelClient:
         return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + "..."
 
 
-def build_reply(stream: _Stream, tools: list[dict] | None) -> Reply:
-    """Turn an assembled completion into a Reply (parsed calls, raw M2 XML, or text)."""
+def build_reply(stream: _Stream, tools: list[dict] | None, max_tokens: int | None = None) -> Reply:
+    """Turn an assembled completion into a Reply (parsed calls, raw M2 XML, or text).
+
+    The output counts as cut at max_tokens when the server says so (`finish_reason: length`,
+    vLLM 0.33), when the reported completion tokens reach `max_tokens` (vLLM 0.11 reports
+    `tool_calls` for a cut call), or, without usage, when the last call's arguments are
+    unparsable or miss required parameters. A cut turn's calls are never run."""
     content = "".join(stream.content) or None
     reasoning = "".join(stream.reasoning) or None
     thinking, visible = m2_format.split_thinking(content, reasoning)
     finish = stream.finish_reason
+    cut = finish == "length" or bool(stream.usage_seen and max_tokens and stream.usage.completion_tokens >= max_tokens)
     calls: list[ToolCall] = []
     source, error, history = "none", None, m2_format.history_content(content, reasoning)
     if stream.calls:
         source = "parsed"
-        for index in sorted(stream.calls):
-            slot = stream.calls[index]
+        for slot in stream.calls:
             arguments, arg_error = _json_arguments(slot["arguments"])
             if not slot["name"]:
                 arguments, arg_error = None, "tool call without a name"
             calls.append(ToolCall(id=slot["id"] or _new_call_id(), name=slot["name"], arguments=arguments,
                                   raw_arguments=slot["arguments"], error=arg_error))
-        if finish == "length" and any(c.error for c in calls):
-            calls, error = [], "output was cut off at max_tokens inside a tool call"
+        last_cut = _looks_cut(calls[-1], tools) and not stream.calls[-1]["restarted"]
+        if (cut and (last_cut or any(c.error for c in calls))) or (last_cut and not stream.usage_seen):
+            cut, calls, error = True, [], "output was cut off at max_tokens inside a tool call"
     elif m2_format.TOOL_CALL_START in visible:
         source = "xml"
         parsed = m2_format.parse_tool_calls(visible, tools)
@@ -284,7 +335,9 @@ def build_reply(stream: _Stream, tools: list[dict] | None) -> Reply:
         error = parsed.error
         calls = [ToolCall(id=_new_call_id(), name=c.name, arguments=c.arguments, raw_arguments=c.raw)
                  for c in parsed.calls]
-    truncated = finish == "length" and not calls
+        if cut and calls and _looks_cut(calls[-1], tools):
+            calls, error = [], "output was cut off at max_tokens inside a tool call"
+    truncated = cut and not calls
     if truncated and error is None:
         error = "output was cut off at max_tokens before a tool call or final answer was complete"
     message: dict[str, Any] = {"role": "assistant", "content": history}
@@ -295,7 +348,16 @@ def build_reply(stream: _Stream, tools: list[dict] | None) -> Reply:
                                                                   ensure_ascii=False)}}
             for c in calls]
     return Reply(message=message, content=visible, thinking=thinking, tool_calls=calls, finish_reason=finish,
-                 usage=stream.usage, source=source, truncated=truncated, error=error)
+                 usage=stream.usage, source=source, truncated=truncated, error=error,
+                 empty=not calls and not visible.strip() and error is None)
+
+
+def _looks_cut(call: ToolCall, tools: list[dict] | None) -> bool:
+    """Arguments a cut stream leaves: unparsable JSON, or `{}`-like with required parameters missing."""
+    if call.error:
+        return True
+    required = m2_format.required_parameters(tools).get(call.name, [])
+    return any(name not in (call.arguments or {}) for name in required)
 
 
 def _json_arguments(text: str) -> tuple[dict | None, str | None]:

@@ -162,7 +162,12 @@ def progress_printer(log):
         elif kind == "tests":
             log(f"  tests: {event['passed']} passed, {event['failed']} failed, {event['errors']} errors")
         elif kind == "retry":
-            log(f"  model request failed ({event.get('error')}); retry {event.get('attempt')}")
+            log(f"  model request failed ({event.get('error')}); retry {event.get('attempt')} of {event.get('retries')}")
+        elif kind == "resample":
+            log(f"  step {event['step']}: {event['problem']}; sampling the turn again (max_tokens {event['max_tokens']})")
+        elif kind == "tool_choice_fallback":
+            log(f"  {event['endpoint']} has no tool parser ({event['error']}); "
+                "sending tool_choice \"none\" and reading M2's tool-call XML here for the rest of the run")
 
     return on_event
 
