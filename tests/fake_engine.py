@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED = ["--trust-remote-code", "--enable-auto-tool-choice", "--tool-call-parser minimax_m2",
-            "--reasoning-parser minimax_m2_append_think", "--tensor-parallel-size"]
+            "--reasoning-parser minimax_m2", "--tensor-parallel-size"]  # split or append_think: by version
 
 
 def value(argv: list[str], flag: str, default: str | None = None) -> str | None:

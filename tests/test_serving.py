@@ -45,9 +45,50 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 # ---- serve --dry-run ------------------------------------------------------------------------
 
 
+def fake_vllm_install(tmp_path, version: str) -> dict[str, str]:
+    """A `vllm` executable on PATH whose Python reports vLLM `version` in its package metadata."""
+    site, bin_dir = tmp_path / "site", tmp_path / "bin"
+    (site / f"vllm-{version}.dist-info").mkdir(parents=True)
+    (site / f"vllm-{version}.dist-info" / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    bin_dir.mkdir()
+    exe = bin_dir / "vllm"
+    exe.write_text(f"#!{sys.executable}\nraise SystemExit('not a real vllm')\n")
+    exe.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": f"{ROOT}:{site}"}
+
+
+@pytest.mark.parametrize("version,parser", [("0.11.2", "minimax_m2_append_think"), ("0.33.0", "minimax_m2")])
+def test_serve_picks_the_reasoning_parser_that_keeps_think_end_on_the_installed_vllm(tmp_path, version, parser):
+    out = _cli("model", "serve", "--dry-run", env=fake_vllm_install(tmp_path, version))
+    assert out.returncode == 0, out.stderr
+    assert f"--reasoning-parser {parser} " in out.stdout
+
+
+def test_k8s_picks_the_reasoning_parser_from_the_image_tag_or_the_flag():
+    def parser_of(*args):
+        out = _cli("model", "k8s", *args)
+        assert out.returncode == 0, out.stderr
+        container = next(d for d in yaml.safe_load_all(out.stdout) if d["kind"] == "Deployment")[
+            "spec"]["template"]["spec"]["containers"][0]
+        return container["args"][container["args"].index("--reasoning-parser") + 1]
+    assert parser_of() == "minimax_m2_append_think"  # the default image is vLLM 0.11.2
+    assert parser_of("--image", "vllm/vllm-openai:v0.33.0") == "minimax_m2"
+    assert parser_of("--image", "vllm/vllm-openai:latest", "--vllm-version", "0.11.2") == "minimax_m2_append_think"
+
+
+def test_the_serve_extra_is_pinned_to_the_tested_vllm_range():
+    import tomllib
+
+    from m2_mcp.serving.parsers import SERVE_REQUIREMENT
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["serve"] == [SERVE_REQUIREMENT]
+    assert f"NEWEST_TESTED_VLLM" in (ROOT / ".ci" / "run").read_text()  # CI installs the same pin
+
+
 @pytest.mark.parametrize("engine,gpus", list(GUIDE))
 def test_dry_run_prints_the_guides_command(engine, gpus):
-    out = _cli("model", "serve", "--dry-run", "--engine", engine, "--gpus", str(gpus))
+    # the guides were written for vLLM 0.11.x, where append_think is the parser that keeps </think>
+    out = _cli("model", "serve", "--dry-run", "--engine", engine, "--gpus", str(gpus), "--vllm-version", "0.11.2")
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert line.startswith("SAFETENSORS_FAST_GPU=1 ")
@@ -143,8 +184,9 @@ def test_k8s_manifest_runs_the_same_engine_args_as_serve():
     assert container["image"].startswith("vllm/vllm-openai:")
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
     assert container["resources"]["requests"]["nvidia.com/gpu"] == 8
+    image_vllm = container["image"].rsplit(":v", 1)[1]  # same engine args for the same vLLM version
     dry = _cli("model", "serve", "--dry-run", "--gpus", "8", "--host", "0.0.0.0", "--served-model-name", "m2",
-               "--", "--max-num-seqs", "16")
+               "--vllm-version", image_vllm, "--", "--max-num-seqs", "16")
     assert ["SAFETENSORS_FAST_GPU=1"] + container["command"] + container["args"] == shlex.split(dry.stdout)
     assert {"name": "SAFETENSORS_FAST_GPU", "value": "1"} in container["env"]
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -70,9 +70,9 @@ def run(args) -> int:
 def _serve(args) -> int:
     from m2_mcp.errors import UsageError
     from m2_mcp.serving.engine import ENV, engine_command, shell_line, spec_from_args
-    from m2_mcp.serving.launch import serve
+    from m2_mcp.serving.launch import serve, with_vllm_version
 
-    spec = spec_from_args(args)
+    spec = with_vllm_version(spec_from_args(args))
     if args.dry_run:
         print(shell_line(engine_command(spec), ENV))
         return 0

@@ -1,8 +1,8 @@
 """The one place that spells the engine command for MiniMax-M2 (used by serve, plan and k8s).
 
 Flags follow MiniMax's and vLLM's deployment guides: TP4 on 4 GPUs, TP8 plus expert
-parallel on 8, M2's tool-call parser and the reasoning parser that keeps `<think>` in the
-content, and SAFETENSORS_FAST_GPU=1 for faster weight loading.
+parallel on 8, M2's tool-call parser and the reasoning parser that keeps `</think>` on the
+engine's version (parsers.reasoning_parser), and SAFETENSORS_FAST_GPU=1 for faster weight loading.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from m2_mcp.endpoint import DEFAULT_MODEL
 from m2_mcp.errors import UsageError
+from m2_mcp.serving.parsers import reasoning_parser
 
 ENGINES = ("vllm", "sglang")
 GPU_COUNTS = (4, 8)
@@ -27,7 +28,7 @@ _FLAGS = {
         "model": None,  # positional after `vllm serve`
         "tp": "--tensor-parallel-size",
         "tool_parser": ["--enable-auto-tool-choice", "--tool-call-parser", "minimax_m2"],
-        "reasoning_parser": ["--reasoning-parser", "minimax_m2_append_think"],
+        "reasoning_parser": "--reasoning-parser",  # the value depends on the version: parsers.py
         "max_model_len": "--max-model-len",
         "max_num_seqs": "--max-num-seqs",
         "mem_util": "--gpu-memory-utilization",
@@ -38,7 +39,7 @@ _FLAGS = {
         "model": "--model-path",
         "tp": "--tp-size",
         "tool_parser": ["--tool-call-parser", "minimax-m2"],
-        "reasoning_parser": ["--reasoning-parser", "minimax-append-think"],
+        "reasoning_parser": "--reasoning-parser",
         "max_model_len": "--context-length",
         "max_num_seqs": "--max-running-requests",
         "mem_util": "--mem-fraction-static",
@@ -60,6 +61,7 @@ class EngineSpec:
     max_model_len: int | None = None
     served_model_name: str | None = None
     extra: tuple[str, ...] = field(default=())  # passed through unchanged, last
+    vllm_version: str | None = None  # picks the reasoning parser; None = the newest tested
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -80,7 +82,7 @@ def engine_args(spec: EngineSpec) -> list[str]:
     args += ["--trust-remote-code", f["tp"], str(spec.gpus)]
     if spec.gpus == 8:
         args += ["--enable-expert-parallel"] if spec.engine == "vllm" else ["--ep-size", "8"]
-    args += f["tool_parser"] + f["reasoning_parser"] + f["metrics"]
+    args += f["tool_parser"] + [f["reasoning_parser"], reasoning_parser(spec.engine, spec.vllm_version)] + f["metrics"]
     args += ["--host", spec.host, "--port", str(spec.port)]
     if spec.served_model_name:
         args += ["--served-model-name", spec.served_model_name]
@@ -136,6 +138,9 @@ def add_engine_arguments(parser, host_default: str = LOCAL_HOST, host_note: str 
     parser.add_argument("--max-model-len", type=int, metavar="TOKENS",
                         help="context window per request (M2's own is 196,608; see `m2-mcp model plan`)")
     parser.add_argument("--served-model-name", metavar="NAME", help="model name clients send (M2_MODEL); default: --model")
+    parser.add_argument("--vllm-version", metavar="X.Y.Z",
+                        help="vLLM version the engine runs; picks the reasoning parser that keeps </think> "
+                             "(default: serve detects the installed vLLM, k8s reads the image tag)")
     parser.add_argument("extra", nargs="*", metavar="-- ENGINE_FLAGS",
                         help="anything after `--` is passed to the engine unchanged")
 
@@ -144,4 +149,5 @@ def spec_from_args(args) -> EngineSpec:
     return EngineSpec(
         engine=args.engine, gpus=args.gpus, model=args.model, host=args.host, port=args.port,
         max_model_len=args.max_model_len, served_model_name=args.served_model_name, extra=tuple(args.extra),
+        vllm_version=getattr(args, "vllm_version", None),
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import yaml
 
 from m2_mcp.serving.engine import ENV, EngineSpec, plain_command, engine_args
+from m2_mcp.serving.launch import with_vllm_version
 
 DEFAULT_IMAGES = {"vllm": "vllm/vllm-openai:v0.11.2", "sglang": "lmsysorg/sglang:v0.5.4.post3"}
 CACHE_DIR = "/root/.cache/huggingface"
@@ -27,7 +28,7 @@ def manifest(spec: EngineSpec, *, name: str = "minimax-m2", namespace: str = "de
         "name": "engine",
         "image": image or DEFAULT_IMAGES[spec.engine],
         "command": plain_command(spec.engine),
-        "args": engine_args(spec),
+        "args": engine_args(with_vllm_version(spec, image=image or DEFAULT_IMAGES[spec.engine])),
         "env": [{"name": k, "value": v} for k, v in ENV.items()] + [
             {"name": "HF_HOME", "value": CACHE_DIR},
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token", "optional": True}}},

@@ -8,6 +8,7 @@ STOP_GRACE_S, then SIGKILLs what is left, so no worker outlives us.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib.util
 import os
 import shlex
@@ -22,7 +23,8 @@ import urllib.request
 from m2_mcp.endpoint import Endpoint
 from m2_mcp.errors import M2Error, UsageError
 from m2_mcp.proc import kill_group
-from m2_mcp.serving.engine import ENV, EngineSpec, engine_command
+from m2_mcp.serving.engine import ENV, EngineSpec, engine_command, executable
+from m2_mcp.serving.parsers import NEWEST_TESTED_VLLM, installed_vllm_version, reasoning_parser, version_of_image
 
 STOP_GRACE_S = 30.0
 POLL_S = 1.0
@@ -44,6 +46,15 @@ def check_installed(spec: EngineSpec, argv: list[str]) -> None:
     if spec.engine == "sglang" and not os.environ.get("M2_MCP_SGLANG") and not importlib.util.find_spec("sglang"):
         raise UsageError("SGLang is not installed: pip install 'sglang>=0.5.4.post3' "
                          "(or use the default engine: pip install 'm2-mcp[serve]')")
+
+
+def with_vllm_version(spec: EngineSpec, image: str | None = None) -> EngineSpec:
+    """The spec with the vLLM version that picks its reasoning parser: --vllm-version if given, else the
+    image's tag (k8s), else the installed vLLM (serve); unknown -> the newest tested (parsers.py)."""
+    if spec.engine != "vllm" or spec.vllm_version:
+        return spec
+    found = version_of_image(image) if image else installed_vllm_version(executable("vllm")[0])
+    return dataclasses.replace(spec, vllm_version=found) if found else spec
 
 
 def local_base(spec: EngineSpec) -> str:
@@ -131,6 +142,7 @@ def serve(spec: EngineSpec, *, ready_timeout: float, check_timeout: float = 20.0
     """Start the engine and keep it running; the exit code for the CLI."""
     from m2_mcp.doctor import model_checks, render
 
+    spec = with_vllm_version(spec)
     argv = engine_command(spec)
     check_installed(spec, argv)
     api_key = os.environ.get("M2_API_KEY") or os.environ.get("OPENAI_API_KEY") or "EMPTY"
@@ -144,6 +156,9 @@ def serve(spec: EngineSpec, *, ready_timeout: float, check_timeout: float = 20.0
     engine = Engine(log=err)  # exists before the process does, so `finally` always sees what to stop
     try:
         err.write(f"m2-mcp: starting {spec.engine}; waiting up to {ready_timeout:g}s for {base}/health\n")
+        if spec.engine == "vllm":
+            err.write(f"m2-mcp: vLLM {spec.vllm_version or 'version unknown (assuming ' + NEWEST_TESTED_VLLM + ')'}: "
+                      f"--reasoning-parser {reasoning_parser('vllm', spec.vllm_version)} (keeps </think> there)\n")
         engine.start(argv)
         err.write(f"m2-mcp: engine pid {engine.process.pid}\n")
         err.flush()
