@@ -183,11 +183,15 @@ def history_content(content: str | None, reasoning: str | None) -> str:
     """The assistant `content` to send back next turn so M2 sees its own thinking.
 
     With the append-think parser the `<think>...</think>` block is already in `content`
-    and is kept verbatim; when the server split it out, it is rebuilt in front.
+    and is kept verbatim; when the server split it out, it is rebuilt in front; without a
+    reasoning parser the content starts inside the block, and `<think>` is put back in front.
     """
     content = content or ""
     if reasoning:
         return THINK_START + "\n" + reasoning.strip("\n") + "\n" + THINK_END + "\n\n" + content
+    if THINK_END in content and THINK_START not in content.split(THINK_END)[0]:
+        # no reasoning parser: the prompt held `<think>\n`, so the output starts inside the block
+        return THINK_START + "\n" + content.lstrip("\n")
     return content
 
 
