@@ -26,8 +26,6 @@ from m2_mcp.endpoint import Endpoint
 MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
 PARSER_FIX = ("restart vLLM with --enable-auto-tool-choice --tool-call-parser minimax_m2 "
               "(SGLang: --tool-call-parser minimax-m2)")
-THINKING_FIX = ("restart vLLM with --reasoning-parser minimax_m2_append_think "
-                "(SGLang: --reasoning-parser minimax-append-think)")
 ROUND_TRIP_FACTOR = 6  # a completion (M2 thinks first) gets this many --timeout periods
 PROBE_MAX_TOKENS = 2048
 
@@ -142,12 +140,49 @@ def model_checks(endpoint: Endpoint, timeout: float, models: list[str] | None = 
         else:
             checks.append(Check("tool parser", "fail", "tool calls come back as raw <minimax:tool_call> XML in the "
                                 "content (m2-mcp copes, but the server is misconfigured)", PARSER_FIX))
-    if reply.thinking:
-        checks.append(Check("thinking", "ok", "<think> comes back (needed for interleaved thinking)", required=False))
-    else:
-        checks.append(Check("thinking", "warn", "no <think> in the reply: M2 loses accuracy without it",
-                            THINKING_FIX, required=False))
+    checks.append(thinking_check(reply, endpoint, timeout))
     return checks
+
+
+def server_version(endpoint: Endpoint, timeout: float) -> str | None:
+    """vLLM's version from GET /version (next to /v1), or None (another server)."""
+    root = endpoint.base_url.rstrip("/").removesuffix("/v1")
+    request = urllib.request.Request(f"{root}/version", headers={"Authorization": f"Bearer {endpoint.api_key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            version = json.loads(response.read().decode("utf-8", "replace")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def thinking_check(reply, endpoint: Endpoint, timeout: float) -> Check:
+    """M2's thinking must come back closed: `<think>...</think>` in the content, or a reasoning field.
+    A `<think>` without `</think>` (vLLM >= 0.18 with minimax_m2_append_think drops it) or thinking as
+    plain content (no reasoning parser, or vLLM 0.11 with minimax_m2) breaks interleaved thinking."""
+    from m2_mcp.agent.m2_format import THINK_END, THINK_START
+    from m2_mcp.agent.model_client import is_minimax_api
+    from m2_mcp.serving.parsers import reasoning_parser
+
+    if is_minimax_api(endpoint.base_url):
+        fix = "MiniMax's API sends <think>...</think> in the content; check the model name (MiniMax-M2*)"
+    else:
+        version = server_version(endpoint, timeout)
+        parser = reasoning_parser("vllm", version)
+        on = f"vLLM {version}" if version else "this vLLM (version not reported; assuming a current one)"
+        fix = (f"restart vLLM with --reasoning-parser {parser} (the parser that keeps </think> on {on}; "
+               "m2-mcp model serve picks it) (SGLang: --reasoning-parser minimax-append-think)")
+    raw = reply.raw_content
+    head = raw.split(THINK_END)[0]
+    if not reply.reasoning_field and THINK_START in raw and THINK_END not in raw:
+        return Check("thinking", "fail", "the finished reply has <think> but no </think>: every answer looks like "
+                     "thinking and M2's history loses its closed thinking", fix)
+    if not reply.reasoning_field and THINK_END in raw and THINK_START not in head:
+        return Check("thinking", "fail", "thinking arrives as plain content (no <think> before </think>): "
+                     "the server's reasoning parser is missing or wrong for this version", fix)
+    if reply.thinking:
+        return Check("thinking", "ok", "<think> comes back closed (needed for interleaved thinking)", required=False)
+    return Check("thinking", "warn", "no <think> in the reply: M2 loses accuracy without it", fix, required=False)
 
 
 def endpoint_checks(endpoints: list[Endpoint], timeout: float) -> list[Check]:

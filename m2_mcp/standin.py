@@ -21,6 +21,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from m2_mcp.standin_vllm import Replay, shape
+
 DEFAULT_MODEL = "MiniMaxAI/MiniMax-M2"
 CHUNK_CHARS = 16  # size of streamed text deltas
 TOOL_ROLE_ERROR = "Message has tool role, but there was no previous assistant message with a tool call!"
@@ -37,6 +39,7 @@ class StandIn:
         self.requests: list[dict] = []
         self.errors_served: dict[tuple[int, int], int] = {}
         self.lock = threading.Lock()
+        self.replay = Replay(scenario["recorded"]) if scenario.get("recorded") else None
 
     def record(self, body: dict) -> None:
         with self.lock:
@@ -166,6 +169,7 @@ def usage_for(turn: dict, messages: list[dict], reply: dict) -> dict:
         out_chars = len(reply["content"] or "") + len(reply["reasoning"] or "")
         out_chars += sum(len(c["name"]) + len("".join(c["fragments"])) for c in reply["tool_calls"])
         u = {"prompt_tokens": estimate_prompt_tokens(messages), "completion_tokens": out_chars // 4}
+    u.update(reply.get("usage_override") or {})  # e.g. a cut turn used up max_tokens
     u["total_tokens"] = u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
     return u
 
@@ -213,13 +217,15 @@ class Handler(BaseHTTPRequestHandler):
         problem = validate(messages, self.standin, body.get("model"))
         if problem:
             return self._error(*problem)
+        if self.standin.replay is not None:
+            return self._replay(body)
         script, index, turn = self.standin.pick_turn(messages)
         status = self.standin.injected_error(script, index, turn)
         if status is not None:
             return self._error(status, f"injected error {status} (stand-in scenario)")
         if turn.get("delay"):
             time.sleep(float(turn["delay"]))
-        reply = render_turn(turn, self.standin.scenario)
+        reply = shape(render_turn(turn, self.standin.scenario), turn, self.standin.scenario, body)
         usage = usage_for(turn, messages, reply)
         try:
             if body.get("stream"):
@@ -229,6 +235,21 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, self._completion(reply, usage))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away (cancelled): nothing to do
+
+    def _replay(self, body: dict) -> None:
+        status, answer = self.standin.replay.answer(body)
+        if status != 200:
+            return self._json(status, answer)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for frame in answer:
+                self.wfile.write(b"data: " + frame.encode() + b"\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _completion(self, reply: dict, usage: dict) -> dict:
         message = {"role": "assistant", "content": reply["content"]}
@@ -267,6 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         for piece in _pieces(reply["content"]):
             send({"content": piece})
         for i, call in enumerate(reply["tool_calls"]):
+            i = call.get("index", i)
             send({"tool_calls": [{"index": i, "id": call["id"], "type": "function", "function": {"name": call["name"]}}]})
             for frag in call["fragments"]:
                 send({"tool_calls": [{"index": i, "function": {"arguments": frag}}]})

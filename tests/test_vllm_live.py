@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from m2_mcp.serving.parsers import reasoning_parser
-from vllm_checks import assert_fixed, assert_prompts_keep_thinking, assert_thinking_closed, calc_repo, run_fix
-from vllm_live import start_vllm_server
+from vllm_checks import (assert_fixed, assert_prompts_keep_thinking, assert_thinking_closed, calc_repo, run_fix,
+                         start_vllm_server)
 
 pytestmark = pytest.mark.slow
 PYTHONS = {"newest": "M2_VLLM_PYTHON", "0.11": "M2_VLLM011_PYTHON"}

@@ -13,6 +13,7 @@ from conftest import make_repo, run_cli
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools" / "vllm_conformance"))
 import scenario as conformance  # noqa: E402  (tools/vllm_conformance/scenario.py, standard library only)
+from launcher import start_vllm_server  # noqa: E402,F401  (tools/vllm_conformance/launcher.py)
 
 CALC = {"calc.py": "def add(a, b):\n    return a - b\n",
         "tests/test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",

@@ -85,6 +85,8 @@ class Reply:
     error: str | None = None  # why the output holds no usable tool call (cut or malformed XML)
     endpoint: str = ""       # base URL that answered
     empty: bool = False      # no tool call and no visible text: not a final answer (sample again)
+    raw_content: str = ""    # `content` exactly as streamed (doctor reads how thinking arrived)
+    reasoning_field: bool = False  # thinking came in a reasoning field, not in the content
 
 
 class _EndpointFailed(Exception):
@@ -349,7 +351,8 @@ def build_reply(stream: _Stream, tools: list[dict] | None, max_tokens: int | Non
             for c in calls]
     return Reply(message=message, content=visible, thinking=thinking, tool_calls=calls, finish_reason=finish,
                  usage=stream.usage, source=source, truncated=truncated, error=error,
-                 empty=not calls and not visible.strip() and error is None)
+                 empty=not calls and not visible.strip() and error is None, raw_content=content or "",
+                 reasoning_field=bool(reasoning))
 
 
 def _looks_cut(call: ToolCall, tools: list[dict] | None) -> bool:

@@ -6,7 +6,8 @@ Prints `vLLM <version> conformance server listening on http://127.0.0.1:PORT/v1`
 Base URLs: `/v1` serves --scenario in --mode; `/<run>/<scenario>/<mode>/v1` serves any scenario
 in any mode (modes in scenario.py), `<run>` being any name that keeps runs apart.
 Each request is answered with the scenario turn chosen by the number of assistant messages in it;
-a repeated request for the same turn (a resample) gets the turn's next attempt. Every exchange
+a repeated request for the same turn (a resample) gets the turn's next attempt (or the one named
+by an `X-Conformance-Attempt` header). Every exchange
 (request, the prompt vLLM rendered for it, status, SSE frames) is kept: `GET <base>/_exchanges`
 returns a run's, and with --record they are also appended to DIR/exchanges.jsonl.
 """
@@ -84,6 +85,8 @@ class Handler(BaseHTTPRequestHandler):
             key = (run, sum(1 for m in messages if m.get("role") == "assistant"))
             attempt = self.attempts.get(key, 0)
             self.attempts[key] = attempt + 1
+        if self.headers.get("X-Conformance-Attempt"):  # record.py asks for one attempt directly
+            attempt = int(self.headers["X-Conformance-Attempt"])
         turn, raw = sc.turn_for(scenario, messages, attempt)
         exchange.update(turn=turn, attempt=attempt, prompt=vllm_driver.render(body))
         frames = vllm_driver.stream(body, raw, tool_parser=tool_parser, reasoning_parser=reasoning_parser,

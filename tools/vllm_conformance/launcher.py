@@ -1,4 +1,5 @@
-"""Start the vLLM conformance server (tools/vllm_conformance/server.py) with a vLLM interpreter.
+"""Start the conformance server (server.py here) with a vLLM interpreter; for tests and record.py.
+Standard library only: it runs in the project's interpreter, not in the vLLM venv.
 
     with start_vllm_server("/path/to/venv/bin/python", tmp_path) as server:
         base_url = server.base_url("run1", "fix", "split")   # scenario, mode: tools/vllm_conformance/
@@ -17,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
-SERVER = ROOT / "tools" / "vllm_conformance" / "server.py"
+SERVER = Path(__file__).resolve().parent / "server.py"
 READY = "conformance server listening on "
 
 
@@ -43,14 +43,23 @@ def start_vllm_server(python: str, tmp_path: Path, startup_timeout: float = 600.
                             stderr=errlog, text=True)
     try:
         line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(startup_timeout)
-        if not line or READY not in line[0]:
+        ready = threading.Event()
+
+        def read_stdout() -> None:  # vLLM may log to stdout, before the ready line and after it
+            for text in proc.stdout:
+                if not line and READY in text:
+                    line.append(text)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read_stdout, daemon=True).start()
+        ready.wait(startup_timeout)
+        if not line:
             proc.kill()
             proc.wait(timeout=10)
             errlog.seek(0)
-            raise RuntimeError(f"vLLM conformance server did not start: {(line or [''])[0]!r} {errlog.read()[-3000:]}")
+            raise RuntimeError(f"vLLM conformance server did not start within {startup_timeout:g}s: "
+                               f"{errlog.read()[-3000:]}")
         head, url = line[0].strip().split(READY)
         yield VllmServer(url.removesuffix("/v1"), head.split()[1])
     finally:
