@@ -182,7 +182,18 @@ def thinking_check(reply, endpoint: Endpoint, timeout: float) -> Check:
                      "the server's reasoning parser is missing or wrong for this version", fix)
     if reply.thinking:
         return Check("thinking", "ok", "<think> comes back closed (needed for interleaved thinking)", required=False)
-    return Check("thinking", "warn", "no <think> in the reply: M2 loses accuracy without it", fix, required=False)
+    return Check("thinking", "fail", "no thinking in the reply: M2 always thinks, so it arrived as plain content "
+                 "(vLLM 0.11 with minimax_m2) or was dropped; M2 loses its interleaved thinking", fix)
+
+
+def hosted_api_check(endpoint: Endpoint) -> Check | None:
+    """MiniMax's own API (no GPU needed): say so, and what the client does differently there."""
+    from m2_mcp.agent.model_client import is_minimax_api
+
+    if not is_minimax_api(endpoint.base_url):
+        return None
+    return Check("hosted API", "ok", "MiniMax's API (models MiniMax-M2, -M2.1, -M2.5, -M2.7): requests use "
+                 "max_completion_tokens and no top_k; thinking comes as <think> in the content", required=False)
 
 
 def endpoint_checks(endpoints: list[Endpoint], timeout: float) -> list[Check]:
@@ -191,6 +202,9 @@ def endpoint_checks(endpoints: list[Endpoint], timeout: float) -> list[Check]:
     for endpoint in endpoints:
         reach, models = _reach_check(endpoint, timeout)
         checks.append(reach)
+        hosted = hosted_api_check(endpoint)
+        if hosted is not None:
+            checks.append(hosted)
         if models is None:
             checks += [Check(name, "skip", "skipped: endpoint unreachable") for name in ("model", "tool call")]
         else:

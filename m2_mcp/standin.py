@@ -196,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/health":
             self._json(200, {"status": "ok"})
+        elif self.path == "/version" and self.standin.replay is not None:  # vLLM's GET /version
+            self._json(200, {"version": self.standin.scenario["recorded"]["vllm"]})
         elif self.path == "/v1/models":
             self._json(200, {"object": "list", "data": [
                 {"id": self.standin.model, "object": "model", "created": 0, "owned_by": "m2-standin"}]})

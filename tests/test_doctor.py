@@ -95,8 +95,9 @@ def test_raw_xml_means_the_tool_parser_is_off(raw_xml_m2, git_repo):
     assert checks["tool call"].startswith("✓ ")  # m2-mcp still reads the XML
     assert checks["tool parser"].startswith("✗ ") and "raw <minimax:tool_call> XML" in checks["tool parser"]
     assert "--enable-auto-tool-choice --tool-call-parser minimax_m2" in checks["tool parser"]
-    # no /version: the parser for the newest tested vLLM is suggested
-    assert checks["thinking"].startswith("! ") and "--reasoning-parser minimax_m2 " in checks["thinking"]
+    # M2 always thinks: none at all is a misconfigured server; without /version the parser for the
+    # newest tested vLLM is suggested
+    assert checks["thinking"].startswith("✗ ") and "--reasoning-parser minimax_m2 " in checks["thinking"]
 
 
 def test_unknown_model_names_the_served_one(good_m2, git_repo):

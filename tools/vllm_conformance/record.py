@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--python", action="append", help="a Python with vLLM installed (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "vllm_frames")
+    parser.add_argument("--scenario", action="append", help="only these scenarios (repeatable; default all)")
     args = parser.parse_args(argv)
     pythons = args.python or [p for p in (os.environ.get("M2_VLLM_PYTHON"), os.environ.get("M2_VLLM011_PYTHON")) if p]
     if not pythons:
@@ -124,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             folder = args.out / server.version
             folder.mkdir(parents=True, exist_ok=True)
             for scenario, mode in recordings(server.version):
+                if args.scenario and scenario not in args.scenario:
+                    continue
                 data = record(server, scenario, mode, tools)
                 path = folder / f"{scenario}-{mode}.json"
                 path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -34,6 +34,14 @@ def raw_text(entry) -> str:
     return entry["raw"].replace("{padding}", text)
 
 
+def group_for(scenario: dict, version: str) -> int:
+    """Engine tokens per stream step for this vLLM version (scenario `group`: a number or {"0.11": n, "*": m})."""
+    group = scenario.get("group", 1)
+    if isinstance(group, dict):
+        return next((n for prefix, n in group.items() if prefix != "*" and version.startswith(prefix)), group.get("*", 1))
+    return group
+
+
 def turn_for(scenario: dict, messages: list[dict], attempt: int) -> tuple[int, str]:
     """(turn index, model text) for a request: the turn is the number of assistant messages so far."""
     turn = sum(1 for m in messages if m.get("role") == "assistant")

@@ -90,7 +90,7 @@ class Handler(BaseHTTPRequestHandler):
         turn, raw = sc.turn_for(scenario, messages, attempt)
         exchange.update(turn=turn, attempt=attempt, prompt=vllm_driver.render(body))
         frames = vllm_driver.stream(body, raw, tool_parser=tool_parser, reasoning_parser=reasoning_parser,
-                                    group=scenario.get("group", 1))
+                                    group=sc.group_for(scenario, vllm_driver.VERSION))
         exchange.update(status=200, frames=frames)
         self._save(run, exchange)
         self.send_response(200)
