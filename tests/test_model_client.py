@@ -285,3 +285,12 @@ async def test_context_length_and_bad_request_are_not_retried(m2):
         assert (await client.complete(user("still fine"), TOOLS)).content == "default"  # breaker not tripped
     finally:
         await client.aclose()
+
+
+def test_minimax_hosted_api_gets_its_own_request_fields():
+    from m2_mcp.agent.model_client import is_minimax_api, length_fields
+
+    assert length_fields("https://api.minimax.io/v1", 4096, 40) == {"max_completion_tokens": 4096}
+    assert length_fields("https://api.minimaxi.com/v1", 4096, 40) == {"max_completion_tokens": 4096}
+    assert length_fields("http://127.0.0.1:8000/v1", 4096, 40) == {"max_tokens": 4096, "extra_body": {"top_k": 40}}
+    assert not is_minimax_api("https://api.minimax.io.evil.example/v1")

@@ -76,3 +76,63 @@ def test_two_tool_call_blocks_stay_two_calls(tmp_path: Path, version: str):
     assert len(calls) == 2 and calls[0]["id"] != calls[1]["id"] and len(results) == 2
     assert "return a - b" in results[0]["content"]
     assert "assert add(2, 3) == 5" in results[1]["content"] or "malformed arguments" in results[1]["content"]
+
+
+def reply_from(version: str, scenario: str, mode: str | None, turn: int, attempt: int = 0, max_tokens: int = 16384):
+    """Our client's Reply for one recorded vLLM response (the frames parsed as the OpenAI SDK does)."""
+    from openai.types.chat import ChatCompletionChunk
+
+    from m2_mcp.agent.model_client import _Stream, build_reply
+    from m2_mcp.tools import registry
+
+    data = recording(version, scenario, mode)
+    response = next(r for r in data["responses"] if r["turn"] == turn and r["attempt"] == attempt
+                    and r["status"] == 200 and r["max_tokens"] == max_tokens)
+    stream = _Stream()
+    for frame in response["frames"]:
+        if frame != "[DONE]":
+            stream.add(ChatCompletionChunk.model_validate_json(frame))
+    return build_reply(stream, [spec.openai_tool() for spec in registry.agent_tools()], max_tokens)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_thinking_is_read_from_where_each_version_puts_it(version: str):
+    reply = reply_from(version, "fix", None, 0)  # 0.33: `reasoning` field; 0.11: <think> in the content
+    assert reply.thinking.startswith("The failing test is test_add") and reply.content.strip() == "Let me read both files."
+    history = reply.message["content"]
+    assert history.startswith("<think>") and reply.thinking in history.split("</think>")[0]
+    none = reply_from(version, "fix", "no_reasoning", 0)  # no reasoning parser: closed again in the history
+    assert none.thinking == reply.thinking and none.message["content"].startswith("<think>\n")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_cut_call_is_detected_whatever_the_finish_reason(version: str):
+    cut = reply_from(version, "cut_call", None, 0)  # 0.33: length; 0.11: tool_calls + completion_tokens == max
+    assert cut.truncated and cut.tool_calls == [] and "cut off" in cut.error
+    whole = reply_from(version, "cut_call", None, 0, max_tokens=32768)
+    assert not whole.truncated and [c.name for c in whole.tool_calls] == ["write_file"]
+
+
+def test_0_11_second_tool_call_block_is_a_second_call():
+    reply = reply_from("0.11.2", "two_blocks", None, 0)
+    first, second = reply.tool_calls
+    assert first.id != second.id and first.arguments == {"path": "calc.py"} and first.error is None
+    assert second.error and "not valid JSON" in second.error  # its arguments never arrived: answered as an error
+
+
+def test_0_33_drops_a_call_to_an_unknown_tool_and_the_empty_turn_is_not_a_final_answer():
+    reply = reply_from("0.33.0", "unknown_tool", None, 0)
+    assert reply.tool_calls == [] and reply.empty and reply.thinking
+
+
+def test_0_33_append_think_loses_think_end_so_the_answer_looks_like_thinking():
+    reply = reply_from("0.33.0", "fix", "append", 3)  # why serve picks minimax_m2 on 0.33
+    assert "</think>" not in reply.raw_content and reply.content == "" and reply.empty
+
+
+def test_reasoning_field_names():
+    from m2_mcp.agent.model_client import reasoning_text
+
+    assert reasoning_text({"reasoning_content": "a"}) == "a" and reasoning_text({"reasoning": "b"}) == "b"
+    assert reasoning_text({"reasoning_details": [{"type": "reasoning.text", "text": "c"}, {"text": "d"}]}) == "cd"
+    assert reasoning_text({"content": "x"}) == ""

@@ -53,6 +53,13 @@ def is_minimax_api(base_url: str) -> bool:
     return any(host == h or host.endswith("." + h) for h in MINIMAX_HOSTS)
 
 
+def length_fields(base_url: str, max_tokens: int, top_k: int) -> dict[str, Any]:
+    """The request's output-length and sampling fields as this endpoint takes them."""
+    if is_minimax_api(base_url):  # documented there: max_completion_tokens; top_k is not a parameter
+        return {"max_completion_tokens": max_tokens}
+    return {"max_tokens": max_tokens, "extra_body": {"top_k": top_k}}
+
+
 class ContextLengthError(EndpointError):
     """The endpoint refused the request because the prompt does not fit the context."""
 
@@ -258,11 +265,8 @@ class ModelClient:
     async def _stream(self, index: int, messages: list[dict], tools: list[dict], max_tokens: int) -> _Stream:
         kwargs: dict[str, Any] = dict(
             model=self.endpoints[index].model, messages=messages, stream=True,
-            stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p)
-        if is_minimax_api(self.endpoints[index].base_url):
-            kwargs["max_completion_tokens"] = max_tokens
-        else:
-            kwargs.update(max_tokens=max_tokens, extra_body={"top_k": self.top_k})
+            stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p,
+            **length_fields(self.endpoints[index].base_url, max_tokens, self.top_k))
         if tools:
             kwargs.update(tools=tools, tool_choice=self._tool_choice)
         stream = await self._clients[index].chat.completions.create(**kwargs)
