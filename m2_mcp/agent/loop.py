@@ -109,6 +109,13 @@ def compact_batch(messages: list[dict[str, Any]], tools: list[dict[str, Any]], t
     return count
 
 
+def maybe_compact(messages: list[dict[str, Any]], tools: list[dict[str, Any]], window: int) -> int:
+    """The loop's policy before each model call: past COMPACT_AT of the window, one batch down to COMPACT_TO."""
+    if prompt_tokens_estimate(messages, tools) <= window * COMPACT_AT:
+        return 0
+    return compact_batch(messages, tools, int(window * COMPACT_TO))
+
+
 def compact(messages: list[dict[str, Any]], keep_last: int) -> int:
     """Shorten all but the last `keep_last` tool outputs; thinking and the task stay. Returns how many."""
     tool_indexes = [i for i, m in enumerate(messages) if m.get("role") == "tool"]
@@ -213,8 +220,7 @@ class Loop:
         """One model call. Near the context window, older tool outputs are compacted first (in one
         batch, well below the threshold), and the reply is sized to fit what is left."""
         window = self.limits.context_window
-        if prompt_tokens_estimate(state.messages, self.tools) > window * COMPACT_AT:
-            compact_batch(state.messages, self.tools, int(window * COMPACT_TO))
+        maybe_compact(state.messages, self.tools, window)
         await emit_event(self.emit, {"type": "model", "step": state.steps + 1, "max_steps": self.limits.max_steps})
         room = window - prompt_tokens_estimate(state.messages, self.tools)
         wanted = max_tokens or self.client.max_tokens
