@@ -1,6 +1,6 @@
 """MiniMax-M2's wire format: raw `<minimax:tool_call>` XML, schema typing, `<think>` blocks.
 
-Pure functions, no I/O. Reference: /work/shared/m2/wire-format.md (sections 1-3).
+Pure functions, no I/O. Checked against vLLM's own parsers (tools/vllm_conformance/, tests/data/).
 
 M2 writes tool calls as XML inside its answer::
 
