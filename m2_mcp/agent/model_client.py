@@ -1,21 +1,26 @@
-"""Async streaming client for MiniMax-M2 on an OpenAI-compatible endpoint (vLLM, SGLang).
+"""Async streaming client for MiniMax-M2 on an OpenAI-compatible endpoint (vLLM, SGLang, MiniMax's API).
 
 `ModelClient.complete(messages, tools)` streams one chat completion and returns a `Reply`:
 the tool calls (parsed by the server, or read from raw `<minimax:tool_call>` XML in the
 content when the server runs without M2's tool parser), the thinking, the visible text,
 and `Reply.message`, the assistant message to append to the history unchanged so M2
-sees its own `<think>` blocks next turn (wire-format.md sections 2-3).
+sees its own `<think>` blocks next turn. Thinking is read from `reasoning`,
+`reasoning_content`, `reasoning_details` or `<think>` in the content. On MiniMax's own API
+(`is_minimax_api`) the request carries `max_completion_tokens` and no `top_k`.
 
 Failures: connect errors, timeouts, 429 and 5xx are retried with exponential backoff and
 jitter (`retries` retries after the first attempt: 1 s, 2 s, 4 s by default), then the
 next endpoint is tried; when all fail, `EndpointError` (exit 3) names the base URLs, and a
 circuit breaker makes the following calls fail fast for `breaker_cooldown` seconds.
 A 400 is the request's fault and is raised at once: `ContextLengthError` when the prompt
-is too long (the loop can compact and retry), `EndpointError` otherwise.
+is too long (the loop can compact and retry), `EndpointError` otherwise, except the 400 a
+server without a tool parser gives `tool_choice: auto`: then the client switches to
+`tool_choice: "none"` for good (an event says so) and reads M2's XML itself.
 
 How the loop reads a Reply: `tool_calls` to run (a call with `error` set gets that error
-as its tool result); no calls and `truncated` or `error` set -> the output was cut or
-malformed, nudge the model; no calls otherwise -> the final answer.
+as its tool result); no calls and `truncated`, `error` or `empty` set -> the output was
+cut, malformed, or held neither a call nor text: sample the turn again; no calls
+otherwise -> the final answer.
 """
 
 from __future__ import annotations
