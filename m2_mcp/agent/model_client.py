@@ -27,6 +27,7 @@ import random
 import re
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,6 +42,7 @@ from m2_mcp.errors import EndpointError
 _CONTEXT_RE = re.compile(r"context length|context_length|context window|too many tokens|prompt is too long|"
                          r"input is too long|exceeds the available context", re.IGNORECASE)
 _MAX_ERROR_CHARS = 300
+SESSION_HEADER = "X-Session-Id"  # vllm-router's consistent_hash reads it (and, without it, the body's `user`)
 
 
 class ContextLengthError(EndpointError):
@@ -120,7 +122,8 @@ class ModelClient:
     def __init__(self, endpoints: list[Endpoint] | Endpoint, *, temperature: float = 1.0, top_p: float = 0.95,
                  top_k: int = 40, max_tokens: int = 16384, retries: int = 3, request_timeout: float = 600.0,
                  backoff_base: float = 1.0, breaker_threshold: int = 1, breaker_cooldown: float = 30.0,
-                 on_event: Callable[[dict], Any] | None = None, event_interval: float = 0.5):
+                 on_event: Callable[[dict], Any] | None = None, event_interval: float = 0.5,
+                 session_id: str | None = None):
         self.endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
         if not self.endpoints:
             raise ValueError("ModelClient needs at least one endpoint")
@@ -128,9 +131,13 @@ class ModelClient:
         self.retries, self.backoff_base = max(0, retries), backoff_base
         self.breaker_threshold, self.breaker_cooldown = max(1, breaker_threshold), breaker_cooldown
         self.on_event, self.event_interval = on_event, event_interval
+        # One id per client (one client per agent run), on every request: a router in front of several
+        # replicas (vllm-router) keeps a run on one replica, whose prefix cache holds the run's history.
+        self.session_id = session_id or uuid.uuid4().hex
         timeout = httpx2.Timeout(request_timeout, connect=min(10.0, request_timeout))
         self._clients = [openai.AsyncOpenAI(base_url=e.base_url, api_key=e.api_key or "EMPTY", max_retries=0,
-                                            timeout=timeout) for e in self.endpoints]
+                                            timeout=timeout, default_headers={SESSION_HEADER: self.session_id})
+                         for e in self.endpoints]
         self._current = 0           # index of the endpoint that answered last
         self._failures = 0          # consecutive complete() calls that failed on every endpoint
         self._open_until = 0.0      # monotonic time the breaker closes again
@@ -215,7 +222,7 @@ class ModelClient:
         kwargs: dict[str, Any] = dict(
             model=self.endpoints[index].model, messages=messages, stream=True,
             stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p,
-            max_tokens=max_tokens, extra_body={"top_k": self.top_k})
+            max_tokens=max_tokens, user=self.session_id, extra_body={"top_k": self.top_k})
         if tools:
             kwargs.update(tools=tools, tool_choice="auto")
         stream = await self._clients[index].chat.completions.create(**kwargs)
