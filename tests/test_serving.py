@@ -134,7 +134,7 @@ def _kinds(text: str) -> dict[str, dict]:
 
 def test_k8s_manifest_runs_the_same_engine_args_as_serve():
     out = _cli("model", "k8s", "--gpus", "8", "--namespace", "ml", "--hpa", "--min-replicas", "1",
-               "--max-replicas", "3", "--served-model-name", "m2", "--", "--max-num-seqs", "16")
+               "--max-replicas", "3", "--router", "none", "--served-model-name", "m2", "--", "--max-num-seqs", "16")
     assert out.returncode == 0, out.stderr
     docs = _kinds(out.stdout)
     assert set(docs) == {"PersistentVolumeClaim", "Deployment", "Service", "HorizontalPodAutoscaler"}
@@ -162,7 +162,8 @@ def test_k8s_manifest_runs_the_same_engine_args_as_serve():
 
 
 def test_k8s_host_path_cache_and_sglang_image():
-    out = _cli("model", "k8s", "--engine", "sglang", "--cache-host-path", "/data/hf", "--replicas", "2")
+    out = _cli("model", "k8s", "--engine", "sglang", "--cache-host-path", "/data/hf", "--replicas", "2",
+               "--router", "none")
     assert out.returncode == 0, out.stderr
     docs = _kinds(out.stdout)
     assert "PersistentVolumeClaim" not in docs and "HorizontalPodAutoscaler" not in docs
