@@ -24,6 +24,7 @@ from m2_mcp.agent.model_client import SESSION_HEADER
 from m2_mcp.serving.k8s import ROUTER_PACKAGE
 from standin import start_standin
 
+pytestmark = pytest.mark.slow
 pytest.importorskip("vllm_router", reason=f"{ROUTER_PACKAGE} is not installed (pip install -e '.[test]')")
 
 READ = {"name": "read_file", "arguments": {"path": "calc.py"}}
