@@ -194,7 +194,8 @@ def make_team_plan(runs: int, context: int, gpus: int, gpu_mem_gb: float, *, nod
     elif gpus == max(GPU_COUNTS) and single.fits and multi.fits and multi.total_gpus < single.total_gpus:
         plan.multinode = (f"worth it: instances of {multi.nodes} nodes hold the weights once per "
                           f"{multi.nodes * gpus} GPUs and need {multi.total_gpus} GPUs in all instead of "
-                          f"{single.total_gpus} (at the cost of pipeline stages across the network)")
+                          f"{single.total_gpus}; memory only: fewer GPUs is less compute per run, and the "
+                          "pipeline stages talk over the network")
     return plan
 
 
