@@ -10,8 +10,8 @@ HELP = "run MiniMax-M2 on your GPUs: serve (start or --dry-run), plan (memory), 
 SERVE_HELP = ("start vLLM (or SGLang) for MiniMax-M2 with M2's tool-call and reasoning parsers, wait until it "
               "answers, check one tool call, print the M2_BASE_URL to use; Ctrl-C stops it. "
               "Exit 0 stopped on request, 1 the engine failed or exited, 2 engine not installed/bad flag.")
-PLAN_HELP = ("does MiniMax-M2 fit on these GPUs, how many KV-cache tokens are left, and which flags to use "
-             "(exit 0 fits, 1 does not fit)")
+PLAN_HELP = ("does MiniMax-M2 fit on these GPUs, how many KV-cache tokens are left, and which flags to use; "
+             "with --runs N, the replicas, nodes and GPUs for N agent runs at once (exit 0 fits, 1 does not fit)")
 K8S_HELP = ("print a Kubernetes manifest for MiniMax-M2: the engine (Deployment, or LeaderWorkerSet with --nodes 2), "
             "model-cache PVC, Service, optional HPA, and vllm-router in front when there is more than one replica")
 
