@@ -33,6 +33,7 @@ import re
 import secrets
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -49,6 +50,7 @@ _CONTEXT_RE = re.compile(r"context length|context_length|context window|too many
 _NO_TOOL_PARSER_RE = re.compile(r"tool.choice.*(requires|not supported)|enable-auto-tool-choice|tool-call-parser",
                                 re.IGNORECASE)
 _MAX_ERROR_CHARS = 300
+SESSION_HEADER = "X-Session-Id"  # vllm-router's consistent_hash reads it (and, without it, the body's `user`)
 # MiniMax's hosted API (OpenAI-compatible): no `max_tokens` (use max_completion_tokens), no `top_k`.
 MINIMAX_HOSTS = ("api.minimax.io", "api.minimaxi.com")
 
@@ -168,7 +170,8 @@ class ModelClient:
     def __init__(self, endpoints: list[Endpoint] | Endpoint, *, temperature: float = 1.0, top_p: float = 0.95,
                  top_k: int = 40, max_tokens: int = 16384, retries: int = 3, request_timeout: float = 600.0,
                  backoff_base: float = 1.0, breaker_threshold: int = 1, breaker_cooldown: float = 30.0,
-                 on_event: Callable[[dict], Any] | None = None, event_interval: float = 0.5):
+                 on_event: Callable[[dict], Any] | None = None, event_interval: float = 0.5,
+                 session_id: str | None = None):
         self.endpoints = [endpoints] if isinstance(endpoints, Endpoint) else list(endpoints)
         if not self.endpoints:
             raise ValueError("ModelClient needs at least one endpoint")
@@ -176,9 +179,13 @@ class ModelClient:
         self.retries, self.backoff_base = max(0, retries), backoff_base
         self.breaker_threshold, self.breaker_cooldown = max(1, breaker_threshold), breaker_cooldown
         self.on_event, self.event_interval = on_event, event_interval
+        # One id per client (one client per agent run), on every request: a router in front of several
+        # replicas (vllm-router) keeps a run on one replica, whose prefix cache holds the run's history.
+        self.session_id = session_id or uuid.uuid4().hex
         timeout = httpx2.Timeout(request_timeout, connect=min(10.0, request_timeout))
         self._clients = [openai.AsyncOpenAI(base_url=e.base_url, api_key=e.api_key or "EMPTY", max_retries=0,
-                                            timeout=timeout) for e in self.endpoints]
+                                            timeout=timeout, default_headers={SESSION_HEADER: self.session_id})
+                         for e in self.endpoints]
         self._current = 0           # index of the endpoint that answered last
         self._failures = 0          # consecutive complete() calls that failed on every endpoint
         self._open_until = 0.0      # monotonic time the breaker closes again
@@ -271,7 +278,7 @@ class ModelClient:
         kwargs: dict[str, Any] = dict(
             model=self.endpoints[index].model, messages=messages, stream=True,
             stream_options={"include_usage": True}, temperature=self.temperature, top_p=self.top_p,
-            **length_fields(self.endpoints[index].base_url, max_tokens, self.top_k))
+            user=self.session_id, **length_fields(self.endpoints[index].base_url, max_tokens, self.top_k))
         if tools:
             kwargs.update(tools=tools, tool_choice=self._tool_choice)
         stream = await self._clients[index].chat.completions.create(**kwargs)

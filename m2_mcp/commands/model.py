@@ -10,13 +10,15 @@ HELP = "run MiniMax-M2 on your GPUs: serve (start or --dry-run), plan (memory), 
 SERVE_HELP = ("start vLLM (or SGLang) for MiniMax-M2 with M2's tool-call and reasoning parsers, wait until it "
               "answers, check one tool call, print the M2_BASE_URL to use; Ctrl-C stops it. "
               "Exit 0 stopped on request, 1 the engine failed or exited, 2 engine not installed/bad flag.")
-PLAN_HELP = ("does MiniMax-M2 fit on these GPUs, how many KV-cache tokens are left, and which flags to use "
-             "(exit 0 fits, 1 does not fit)")
-K8S_HELP = "print a Kubernetes manifest (Deployment, Service, model-cache PVC, optional HPA) for MiniMax-M2"
+PLAN_HELP = ("does MiniMax-M2 fit on these GPUs, how many KV-cache tokens are left, and which flags to use; "
+             "with --runs N, the replicas, nodes and GPUs for N agent runs at once (exit 0 fits, 1 does not fit)")
+K8S_HELP = ("print a Kubernetes manifest for MiniMax-M2: the engine (Deployment, or LeaderWorkerSet with --nodes 2), "
+            "model-cache PVC, Service, optional HPA, and vllm-router in front when there is more than one replica")
 
 
 def add_arguments(parser) -> None:
     from m2_mcp.serving.engine import ENGINES, GPU_COUNTS, add_engine_arguments
+    from m2_mcp.serving.k8s import ROUTER_IMAGE, ROUTER_PACKAGE, ROUTER_POLICIES, ROUTERS
 
     sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", parser_class=type(parser))
 
@@ -34,10 +36,16 @@ def add_arguments(parser) -> None:
                        help="how long to wait for the engine to load and answer /health (default 1800)")
 
     plan = subparser("plan", PLAN_HELP, _plan)
-    plan.add_argument("--gpus", type=int, choices=GPU_COUNTS, required=True, help="number of GPUs (4 or 8)")
+    plan.add_argument("--gpus", type=int, choices=GPU_COUNTS, required=True, help="GPUs per node (4 or 8)")
     plan.add_argument("--gpu-mem", type=float, required=True, metavar="GB", help="memory per GPU in GB (e.g. 96)")
-    plan.add_argument("--context", type=int, metavar="TOKENS", help="context you want per request (default: as much as fits)")
+    plan.add_argument("--context", type=int, metavar="TOKENS",
+                      help="context per request (with --runs: per agent run, default M2's window 196,608; "
+                           "without: default as much as fits)")
     plan.add_argument("--concurrency", type=int, metavar="K", help="requests served at once (sets --max-num-seqs)")
+    plan.add_argument("--runs", type=int, metavar="N",
+                      help="plan for a team: N agent runs at once; prints replicas, GPUs and the `model k8s` command")
+    plan.add_argument("--nodes", type=int, metavar="N",
+                      help="nodes per model instance (with --runs; default: 1, or 2 when one node cannot hold a run)")
     plan.add_argument("--gpu-mem-util", type=float, default=0.9, metavar="FRACTION",
                       help="share of each GPU the engine may use, like vLLM's --gpu-memory-utilization (default 0.9)")
     plan.add_argument("--engine", choices=ENGINES, default="vllm", help="engine whose flags to print (default vllm)")
@@ -49,6 +57,17 @@ def add_arguments(parser) -> None:
     k8s.add_argument("--namespace", default="default", help="namespace (default default)")
     k8s.add_argument("--image", help="container image (default vllm/vllm-openai:v0.11.2 or lmsysorg/sglang:v0.5.4.post3)")
     k8s.add_argument("--replicas", type=int, default=1, help="replicas (default 1; the HPA takes over with --hpa)")
+    k8s.add_argument("--nodes", type=int, default=1,
+                     help="nodes per replica (default 1); 2 or more: one instance spans nodes of --gpus GPUs each "
+                          "(a LeaderWorkerSet: install LWS in the cluster)")
+    k8s.add_argument("--router", choices=ROUTERS,
+                     help="router in front of the replicas (default: vllm-router when --replicas > 1 or --hpa, else "
+                          "none); none: a plain Service")
+    k8s.add_argument("--router-policy", choices=ROUTER_POLICIES, default="consistent_hash",
+                     help="vllm-router policy (default consistent_hash: one agent run, one replica, by X-Session-Id)")
+    k8s.add_argument("--router-image", default=ROUTER_IMAGE,
+                     help=f"router image (default {ROUTER_IMAGE}; {ROUTER_PACKAGE} is installed at start unless "
+                          "the image has it)")
     k8s.add_argument("--hpa", action="store_true", help="add a HorizontalPodAutoscaler on the engine's queue length")
     k8s.add_argument("--min-replicas", type=int, default=1, help="HPA minimum (default 1)")
     k8s.add_argument("--max-replicas", type=int, default=4, help="HPA maximum (default 4)")
@@ -90,8 +109,10 @@ def _plan(args) -> int:
 
     if args.gpu_mem <= 0 or not 0 < args.gpu_mem_util <= 1:
         raise UsageError("--gpu-mem must be positive and --gpu-mem-util in (0, 1]")
-    if (args.context is not None and args.context <= 0) or (args.concurrency is not None and args.concurrency <= 0):
-        raise UsageError("--context and --concurrency must be positive")
+    if any(v is not None and v <= 0 for v in (args.context, args.concurrency, args.runs, args.nodes)):
+        raise UsageError("--context, --concurrency, --runs and --nodes must be positive")
+    if args.runs is not None or args.nodes is not None:
+        return _team_plan(args)
     plan = make_plan(args.gpus, args.gpu_mem, context=args.context, concurrency=args.concurrency,
                      gpu_mem_util=args.gpu_mem_util, engine=args.engine)
     command = shell_line(plain_command(args.engine) + plan.engine_args) if plan.fits else ""
@@ -102,6 +123,20 @@ def _plan(args) -> int:
     return 0 if plan.fits else 1
 
 
+def _team_plan(args) -> int:
+    import json
+
+    from m2_mcp.errors import UsageError
+    from m2_mcp.serving.plan import WINDOW, make_team_plan, render_team
+
+    if args.concurrency is not None:
+        raise UsageError("--concurrency is per instance: with --runs the plan works it out")
+    plan = make_team_plan(args.runs or 1, args.context or WINDOW, args.gpus, args.gpu_mem, nodes=args.nodes,
+                          gpu_mem_util=args.gpu_mem_util, engine=args.engine)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_team(plan))
+    return 0 if plan.fits else 1
+
+
 def _k8s(args) -> int:
     from m2_mcp.errors import UsageError
     from m2_mcp.serving.engine import spec_from_args
@@ -109,11 +144,14 @@ def _k8s(args) -> int:
 
     if args.replicas < 1 or args.min_replicas < 1 or args.max_replicas < args.min_replicas:
         raise UsageError("need --replicas >= 1 and 1 <= --min-replicas <= --max-replicas")
+    if args.nodes < 1:
+        raise UsageError("--nodes must be 1 or more")
     docs = manifest(
         spec_from_args(args), name=args.name, namespace=args.namespace, image=args.image,
-        replicas=args.min_replicas if args.hpa else args.replicas, hpa=args.hpa,
+        replicas=args.min_replicas if args.hpa else args.replicas, nodes=args.nodes, hpa=args.hpa,
         min_replicas=args.min_replicas, max_replicas=args.max_replicas, cache_pvc=args.cache_pvc,
-        cache_size=args.cache_size, cache_host_path=args.cache_host_path,
+        cache_size=args.cache_size, cache_host_path=args.cache_host_path, router=args.router,
+        router_policy=args.router_policy, router_image=args.router_image,
     )
     sys.stdout.write(to_yaml(docs))
     return 0
