@@ -202,7 +202,8 @@ def test_one_instance_across_two_nodes_is_a_leader_worker_set():
     assert template["restartPolicy"] == "RecreateGroupOnPodRestart"
     leader = template["leaderTemplate"]["spec"]["containers"][0]
     worker = template["workerTemplate"]["spec"]["containers"][0]
-    spec = EngineSpec(gpus=8, host="0.0.0.0", extra=("--max-num-seqs", "16"))
+    # the default image is vLLM 0.11.2: its reasoning parser follows the tag
+    spec = EngineSpec(gpus=8, host="0.0.0.0", extra=("--max-num-seqs", "16"), vllm_version="0.11.2")
     assert leader["args"] == multinode_args(spec, 2, leader=True)
     assert worker["args"] == multinode_args(spec, 2, leader=False)
     # TP8 (+ expert parallel) inside each node, PP2 across them; the worker serves no HTTP.
