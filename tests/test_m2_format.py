@@ -1,4 +1,4 @@
-"""M2's wire format: every shared parser case, schema typing, thinking round-trip."""
+"""M2's wire format: every parser case from vLLM, SGLang and MiniMax (tests/data), schema typing, thinking round-trip."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from m2_mcp.agent.m2_format import (coerce_value, despace_path, history_content, parse_tool_calls,
                                     split_thinking)
 
-CASES_FILE = Path(__file__).resolve().parents[2] / "shared" / "m2" / "tool_call_cases.json"
+CASES_FILE = Path(__file__).resolve().parent / "data" / "tool_call_cases.json"  # sources: tests/data/README.md
 CASES = json.loads(CASES_FILE.read_text())
 TOOL_CASES = [c for c in CASES if "reasoning" not in c["parser"]]
 REASONING_CASES = [c for c in CASES if "reasoning" in c["parser"]]

@@ -1,6 +1,6 @@
 """MiniMax-M2's wire format: raw `<minimax:tool_call>` XML, schema typing, `<think>` blocks.
 
-Pure functions, no I/O. Reference: /work/shared/m2/wire-format.md (sections 1-3).
+Pure functions, no I/O. Checked against the engines' own parser cases in tests/data/tool_call_cases.json.
 
 M2 writes tool calls as XML inside its answer::
 
