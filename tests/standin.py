@@ -1,4 +1,4 @@
-"""Start the scripted M2 stand-in (tools/m2_standin.py, a test instrument) from tests.
+"""Start the scripted M2 stand-in (m2_mcp/standin.py via tools/m2_standin.py, a test instrument) from tests.
 
     with start_standin({"scripts": [...]}, tmp_path) as m2:
         endpoint = Endpoint(m2.base_url, m2.model, "EMPTY")
