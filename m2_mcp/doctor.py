@@ -15,13 +15,12 @@ import shutil
 import subprocess
 import sys
 import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
 
-from m2_mcp.endpoint import Endpoint
+from m2_mcp.endpoint import Endpoint, list_models
 
 MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
 PARSER_FIX = ("restart vLLM with --enable-auto-tool-choice --tool-call-parser minimax_m2 "
@@ -63,15 +62,6 @@ class Check:
 
 
 # ---- endpoint -------------------------------------------------------------------------------
-
-
-def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
-    """GET <base>/models; the served model ids. Raises OSError/ValueError on failure."""
-    request = urllib.request.Request(f"{endpoint.base_url}/models",
-                                     headers={"Authorization": f"Bearer {endpoint.api_key}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.loads(response.read().decode("utf-8", "replace"))
-    return [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]
 
 
 def _reach_check(endpoint: Endpoint, timeout: float) -> tuple[Check, list[str] | None]:
