@@ -19,6 +19,7 @@ COMMANDS = [
     ("config", "m2_mcp.commands.config"),
     ("runs", "m2_mcp.commands.runs"),
     ("undo", "m2_mcp.commands.undo"),
+    ("demo", "m2_mcp.commands.demo"),
 ]
 
 
