@@ -138,7 +138,7 @@ async def _run(args) -> int:
         try:
             Path(args.json_out).expanduser().write_text(text + "\n")
         except OSError as exc:
-            log(f"m2-mcp fix: warning: could not write --json-out: {exc}")
+            log(f"m2-mcp: warning: could not write --json-out: {exc}")
     _record(result, spec, started_wall, duration)
     if result.status == "error" and result.errors:
         log(f"m2-mcp: error: {result.errors[-1]}")
@@ -186,4 +186,4 @@ def _record(result, spec, started_at: float, duration: float) -> None:
     except Exception as exc:  # the ledger is bookkeeping; never fail a run over it
         import sys
 
-        print(f"m2-mcp fix: warning: run not recorded in the ledger: {exc}", file=sys.stderr)
+        print(f"m2-mcp: warning: run not recorded in the ledger: {exc}", file=sys.stderr)
