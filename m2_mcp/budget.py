@@ -28,6 +28,7 @@ _PUNCT = re.compile(r"[^\s\w]+|_+")
 _SPACE = re.compile(r"\s*[\r\n]\s*|[ \t]{2,}|\t")  # whitespace that is a piece of its own
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 SAFETY = 1.10
+# the cost of a word by its length (longer words are split into more tokens)
 _WORD_COST = [0.0, 1.0, 1.0, 1.0] + [1.05] * 4 + [1.2] * 4 + [1.25 * (1 + (n - 11) / 4) for n in range(12, 200)]
 
 
@@ -37,10 +38,11 @@ def estimate_tokens(text: str) -> int:
         return 0
     cost = _WORD_COST
     top = len(cost) - 1
-    words = sum(cost[n if n < top else top] for n in map(len, _WORD.findall(text)))
+    words = sum(cost[n] if n < top else 1.25 * (1 + (n - 11) / 4) for n in map(len, _WORD.findall(text)))
     punct = _PUNCT.findall(text)
-    total = (words + 0.8 * len(_HUMP.findall(text)) + 0.2 * sum(map(len, _CAPS.findall(text))) + 1.5 * len(_DIGITS.findall(text))
-             + 1.15 * len(_SPACE.findall(text)) + 0.7 * len(punct) + 0.17 * (sum(map(len, punct)) - len(punct)))
+    total = (words + 0.8 * len(_HUMP.findall(text)) + 0.2 * sum(map(len, _CAPS.findall(text)))
+             + 1.5 * len(_DIGITS.findall(text)) + 1.15 * len(_SPACE.findall(text))
+             + 0.7 * len(punct) + 0.17 * (sum(map(len, punct)) - len(punct)))
     if not text.isascii():
         total += 1.25 * len(_NON_ASCII.findall(text))
     return math.ceil(total * SAFETY)

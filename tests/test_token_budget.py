@@ -3,7 +3,6 @@ o200k_base, bundled offline by the `bpe-openai` test dependency), on the Python 
 
 from __future__ import annotations
 
-import os
 import shutil
 import sysconfig
 from pathlib import Path
