@@ -67,11 +67,18 @@ PROBE_TIMEOUT_S = 3.0  # one GET per endpoint; a refused connection answers at o
 
 def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
     """GET <base>/models: the served model ids. Raises OSError (HTTPError too) or ValueError."""
+    import base64
     import json
     import urllib.request
+    from urllib.parse import unquote
 
-    request = urllib.request.Request(f"{endpoint.base_url}/models",
-                                     headers={"Authorization": f"Bearer {endpoint.api_key}"})
+    parts = urlsplit(f"{endpoint.base_url}/models")
+    auth = f"Bearer {endpoint.api_key}"
+    if parts.username is not None:  # user:password@ in the URL is basic auth, as the model client sends it
+        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(user_pass.encode()).decode()
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    request = urllib.request.Request(urlunsplit(parts), headers={"Authorization": auth})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body = json.loads(response.read().decode("utf-8", "replace"))
     data = body.get("data", []) if isinstance(body, dict) else []

@@ -404,7 +404,7 @@ def test_usage_errors_come_before_any_work(buggy: Path, tmp_path: Path):
             proc = run_cli("fix", "--repo", str(buggy), *extra) if "--base-url" in extra else \
                 run_cli("fix", "--repo", str(buggy), "--base-url", m2.base_url, *extra)
             assert proc.returncode == 2, (extra, proc.stderr)
-            errors = [line for line in proc.stderr.splitlines() if "error" in line]
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("m2-mcp: error:")]
             assert message in proc.stderr and len(errors) == 1, (extra, proc.stderr)
             assert "Traceback" not in proc.stderr
         assert m2.requests() == []  # no model call for any of them
