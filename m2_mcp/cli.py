@@ -10,6 +10,8 @@ import sys
 from m2_mcp import __version__
 from m2_mcp.errors import M2Error
 
+ERROR = "m2-mcp: error: "  # the one prefix of every error line, whatever the subcommand
+
 # (command, module): each module has HELP, add_arguments(parser) and run(args) -> exit code.
 COMMANDS = [
     ("serve", "m2_mcp.commands.serve"),
@@ -19,6 +21,7 @@ COMMANDS = [
     ("config", "m2_mcp.commands.config"),
     ("runs", "m2_mcp.commands.runs"),
     ("undo", "m2_mcp.commands.undo"),
+    ("demo", "m2_mcp.commands.demo"),
 ]
 
 
@@ -26,7 +29,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with a one-line error and exit code 2 (the contract's usage error)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(f"{ERROR}{message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except M2Error as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"m2-mcp: error: {exc}\n")
+        sys.stderr.write(f"{ERROR}{exc}\n")
         return exc.exit_code
     except BrokenPipeError:  # the reader went away (`| head`): end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line at the user, never a traceback unless --debug
         if args.debug:
             raise
-        sys.stderr.write(f"m2-mcp: error: {type(exc).__name__}: {exc} (rerun with --debug for details)\n")
+        sys.stderr.write(f"{ERROR}{type(exc).__name__}: {exc} (rerun with --debug for details)\n")
         return 1
 
 

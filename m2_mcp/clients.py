@@ -19,6 +19,7 @@ from m2_mcp.errors import UsageError
 
 SERVER_KEY = "m2"
 PASSED_ENV = ("M2_BASE_URL", "M2_MODEL")  # never a key: clients inherit M2_API_KEY from their own env
+TRANSPORT_KEYS = {"type", "url", "headers", "transport"}  # what says how a client reaches the server
 CODEX_TOOL_TIMEOUT_SEC = 600  # Codex's default is 60 s; m2_task runs for minutes
 
 
@@ -84,16 +85,41 @@ def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML basic strings
 
 
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_str(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return _toml_str(str(value))
+
+
 def codex_table(entry: dict[str, Any]) -> str:
-    lines = [
-        f"[mcp_servers.{SERVER_KEY}]",
-        f"command = {_toml_str(entry['command'])}",
-        "args = [" + ", ".join(_toml_str(a) for a in entry["args"]) + "]",
-        f"tool_timeout_sec = {CODEX_TOOL_TIMEOUT_SEC}",
-    ]
-    if entry.get("env"):
-        lines.append("env = { " + ", ".join(f"{k} = {_toml_str(v)}" for k, v in entry["env"].items()) + " }")
+    """`[mcp_servers.m2]` with command, args and the timeout first, then any other keys (the user's)."""
+    entry = {"tool_timeout_sec": CODEX_TOOL_TIMEOUT_SEC, **entry}
+    order = ["command", "args", "tool_timeout_sec"]
+    keys = [k for k in order if k in entry] + [k for k in entry if k not in order]
+    lines = [f"[mcp_servers.{SERVER_KEY}]"] + [f"{_toml_key(k)} = {_toml_value(entry[k])}" for k in keys]
     return "\n".join(lines) + "\n"
+
+
+def merged_entry(old: Any, ours: dict[str, Any]) -> dict[str, Any]:
+    """Our keys updated, the user's kept: an existing `m2` entry's other keys and its own `env`
+    variables (e.g. M2_API_KEY, which we never write) survive a `--write`."""
+    if not isinstance(old, dict):
+        return ours
+    # an HTTP/SSE form of the entry (url, headers, type) gives way to the stdio one
+    merged = {**ours, **{k: v for k, v in old.items() if k not in ours and k not in TRANSPORT_KEYS}}
+    if isinstance(old.get("env"), dict):
+        merged["env"] = {**old["env"], **ours.get("env", {})}
+    return merged
 
 
 _HEADER = re.compile(r"^\s*\[(\[)?\s*([^\[\]]+?)\s*\]\]?\s*(#.*)?$")
@@ -151,13 +177,15 @@ def merged_text(path: Path, client: str, repo: Path) -> str:
             before = tomllib.loads(old)
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{path} is not valid TOML ({exc}); fix or move it, then rerun") from None
-        new = merge_toml(old, codex_table(entry))
+        servers = before.get("mcp_servers")
+        table = codex_table(merged_entry(servers.get(SERVER_KEY) if isinstance(servers, dict) else None, entry))
+        new = merge_toml(old, table)
         try:
             after = tomllib.loads(new)
         except tomllib.TOMLDecodeError:
             after = None
         if after is None or _without_ours(after) != _without_ours(before) or (
-            after["mcp_servers"][SERVER_KEY] != tomllib.loads(codex_table(entry))["mcp_servers"][SERVER_KEY]
+            after["mcp_servers"][SERVER_KEY] != tomllib.loads(table)["mcp_servers"][SERVER_KEY]
         ):
             raise UsageError(
                 f"cannot merge into {path}: [mcp_servers.{SERVER_KEY}] is defined in a form this tool does not "
@@ -170,7 +198,8 @@ def merged_text(path: Path, client: str, repo: Path) -> str:
         raise UsageError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); fix or move it, then rerun") from None
     if not isinstance(data, dict) or not isinstance(data.get(fmt.top_key, {}), dict):
         raise UsageError(f"{path}: expected a JSON object with an object under '{fmt.top_key}'")
-    data.setdefault(fmt.top_key, {})[SERVER_KEY] = entry
+    servers = data.setdefault(fmt.top_key, {})
+    servers[SERVER_KEY] = merged_entry(servers.get(SERVER_KEY), entry)
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 

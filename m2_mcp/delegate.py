@@ -35,7 +35,7 @@ from m2_mcp.agent.job import DEFAULT_TASK, Job, JobSpec
 from m2_mcp.agent.loop import Limits
 from m2_mcp.agent.model_client import ModelClient
 from m2_mcp.agent.result import RunResult
-from m2_mcp.endpoint import endpoints_from
+from m2_mcp.endpoint import check_endpoints, endpoints_from
 from m2_mcp.errors import M2Error
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.taskstore import FINAL, TaskStore
@@ -241,6 +241,10 @@ def register(runner: TaskRunner):
             """Delegate a coding task to MiniMax-M2: it edits code and runs the tests until they pass or a budget ends. Runs on its own git branch (your working tree is untouched); returns status, test counts, diff and branch. Sends progress while it runs; with background=true returns a task_id at once (poll m2_task_status)."""
             if max_steps is not None and max_steps < 1:
                 raise SDKToolError("max_steps must be at least 1")
+            try:  # a dead endpoint or a wrong model name: a one-line tool error in a second, no task
+                await anyio.to_thread.run_sync(check_endpoints, endpoints_from())
+            except M2Error as exc:
+                raise SDKToolError(str(exc)) from None
             record, job = runner.create(task, test_cmd, max_steps, branch)
             if background:
                 runner.start_background(record["id"], job)

@@ -6,8 +6,6 @@ Each check gives one line: ✓ passed, ✗ failed (required), ! worth fixing (op
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 import os
 import shlex
@@ -15,13 +13,12 @@ import shutil
 import subprocess
 import sys
 import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import anyio
 
-from m2_mcp.endpoint import Endpoint
+from m2_mcp.endpoint import Endpoint, list_models
 
 MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
 PARSER_FIX = ("restart vLLM with --enable-auto-tool-choice --tool-call-parser minimax_m2 "
@@ -61,15 +58,6 @@ class Check:
 
 
 # ---- endpoint -------------------------------------------------------------------------------
-
-
-def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
-    """GET <base>/models; the served model ids. Raises OSError/ValueError on failure."""
-    request = urllib.request.Request(f"{endpoint.base_url}/models",
-                                     headers={"Authorization": f"Bearer {endpoint.api_key}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        body = json.loads(response.read().decode("utf-8", "replace"))
-    return [str(m.get("id")) for m in body.get("data", []) if isinstance(m, dict)]
 
 
 def _reach_check(endpoint: Endpoint, timeout: float) -> tuple[Check, list[str] | None]:
@@ -247,11 +235,30 @@ def rg_check() -> Check:
                  required=False)
 
 
-def pytest_check() -> Check:
-    if importlib.util.find_spec("pytest"):
-        return Check("pytest", "ok", f"pytest {importlib.metadata.version('pytest')} importable", required=False)
-    return Check("pytest", "warn", "pytest not importable: the default test command (python -m pytest) fails",
-                 "pip install pytest, or pass --test-cmd", required=False)
+def test_command_check(repo: str | None, test_cmd: str | None = None) -> Check:
+    """The test command as `run_tests` will run it in this repo (its own Python: m2_mcp.tools.pyenv)."""
+    from m2_mcp.repo import DEFAULT_TEST_CMD
+    from m2_mcp.tools.pyenv import resolve_command
+
+    root = Path(repo or os.environ.get("M2_REPO") or os.getcwd()).expanduser()
+    command = resolve_command(test_cmd or DEFAULT_TEST_CMD, root)
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return Check("tests", "warn", f"cannot parse the test command {command!r}: {exc}", "pass --test-cmd",
+                     required=False)
+    program = shutil.which(argv[0]) if argv else None
+    if not program:
+        return Check("tests", "warn", f"{argv[0] if argv else command!r} not found: the test command fails "
+                     "(exit 127)", "install it, or create a .venv in the repo, or pass --test-cmd", required=False)
+    if argv[1:3] == ["-m", "pytest"]:
+        version = _version([program, "-m", "pytest", "--version"])
+        if not version:
+            return Check("tests", "warn", f"pytest is not installed for {program}, which runs the tests",
+                         f"{shlex.quote(program)} -m pip install pytest (or create the repo's .venv with it)",
+                         required=False)
+        return Check("tests", "ok", f"{command} ({version})", required=False)
+    return Check("tests", "ok", f"{command} ({program})", required=False)
 
 
 def sandbox_check() -> Check:
@@ -291,7 +298,7 @@ def repo_check(repo: str | None) -> Check:
 
 
 def local_checks(repo: str | None) -> list[Check]:
-    return [git_check(), rg_check(), pytest_check(), sandbox_check(), repo_check(repo)]
+    return [git_check(), rg_check(), test_command_check(repo), sandbox_check(), repo_check(repo)]
 
 
 # ---- verdict --------------------------------------------------------------------------------

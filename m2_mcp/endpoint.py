@@ -58,3 +58,67 @@ def endpoints_from(base_url: str | None = None, model: str | None = None) -> lis
     if not urls:
         raise UsageError("no model base URL given")
     return [Endpoint(url, first.model, first.api_key) for url in urls]
+
+
+# ---- the quick look before a run: is the endpoint there, and does it serve the model? ----------
+
+PROBE_TIMEOUT_S = 3.0  # one GET per endpoint; a refused connection answers at once
+
+
+def list_models(endpoint: Endpoint, timeout: float) -> list[str]:
+    """GET <base>/models: the served model ids. Raises OSError (HTTPError too) or ValueError."""
+    import base64
+    import json
+    import urllib.request
+    from urllib.parse import unquote
+
+    parts = urlsplit(f"{endpoint.base_url}/models")
+    auth = f"Bearer {endpoint.api_key}"
+    if parts.username is not None:  # user:password@ in the URL is basic auth, as the model client sends it
+        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        auth = "Basic " + base64.b64encode(user_pass.encode()).decode()
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    request = urllib.request.Request(urlunsplit(parts), headers={"Authorization": auth})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = json.loads(response.read().decode("utf-8", "replace"))
+    data = body.get("data", []) if isinstance(body, dict) else []
+    return [str(m.get("id")) for m in data if isinstance(m, dict)]
+
+
+def check_endpoints(endpoints: list[Endpoint], timeout: float = PROBE_TIMEOUT_S) -> Endpoint:
+    """One quick `GET /models` per endpoint, in order, before any work starts.
+
+    Returns the first endpoint that answers and serves the model (or answers without a usable
+    list, e.g. 404: nothing to check against). Raises UsageError (exit 2) when an endpoint
+    answers but refuses the key or does not serve the model (naming the served models), and
+    EndpointError (exit 3) when none answers."""
+    import urllib.error
+
+    from m2_mcp.errors import EndpointError
+
+    unreachable: list[str] = []
+    wrong: list[str] = []
+    for endpoint in endpoints:
+        try:
+            models = list_models(endpoint, timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                wrong.append(f"{endpoint.display} refused the API key (HTTP {exc.code}); "
+                             "set M2_API_KEY (or OPENAI_API_KEY) to a key it accepts")
+            elif exc.code >= 500:
+                unreachable.append(f"{endpoint.display}/models: HTTP {exc.code}")
+            else:  # no model list here (404, 405): the chat request will tell
+                return endpoint
+            continue
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            unreachable.append(f"{endpoint.display}: {reason}")
+            continue
+        if not models or endpoint.model in models:
+            return endpoint
+        wrong.append(f"model {endpoint.model!r} is not served by {endpoint.display} "
+                     f"(served: {', '.join(models[:10])}); pass --model or set M2_MODEL")
+    if wrong:
+        raise UsageError(wrong[0])
+    raise EndpointError(f"cannot reach the model endpoint ({'; '.join(unreachable)}); start the model "
+                        "(m2-mcp model serve), or point --base-url / M2_BASE_URL at it, or try 'm2-mcp demo'")

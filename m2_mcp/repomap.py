@@ -31,7 +31,7 @@ from operator import mul as mul_, sub as sub_
 from pathlib import Path
 from typing import Iterable
 
-from m2_mcp.budget import CHARS_PER_TOKEN, estimate_tokens
+from m2_mcp.budget import estimate_tokens
 from m2_mcp.rg import find_rg, list_files
 
 MAX_FILE_BYTES = 1_000_000
@@ -569,15 +569,15 @@ def render(
         items.extend((-(get(name, 0.0) + own), -rank, f, line, sig) for name, line, sig in defs)
     items.sort()
 
-    budget = max_tokens * CHARS_PER_TOKEN
+    budget = max_tokens  # counted with estimate_tokens, which holds in real tokens within +10%
     used = 0
     chosen: dict[str, list[tuple[int, str]]] = {}
     for _, _, f, line, sig in items:
-        cost = len(sig) + 4  # "⋮\n│" + sig + "\n"
+        cost = estimate_tokens("⋮\n│" + sig + "\n")
         if f not in chosen:
-            cost += len(f) + 4  # f + ":\n" ... + the closing "⋮\n"
+            cost += estimate_tokens(f + ":\n⋮\n")  # the file's header and closing line
         if used + cost > budget:
-            if budget - used < 12:
+            if budget - used < 4:
                 break
             continue
         used += cost

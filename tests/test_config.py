@@ -96,6 +96,32 @@ def test_write_json_keeps_other_servers(client: str, repo: Path) -> None:
     assert path.read_text() == first  # idempotent
 
 
+@pytest.mark.parametrize("client", list(FILES))
+def test_write_keeps_the_users_keys_on_the_m2_entry(client: str, repo: Path) -> None:
+    """docs/clients.md tells users to add M2_API_KEY to the entry's env: a later --write must keep it."""
+    path = repo / FILES[client]
+    path.parent.mkdir(exist_ok=True)
+    user = {"command": "old-m2-mcp", "args": ["serve"], "env": {"M2_API_KEY": "sk-users-own", "M2_MODEL": "old"},
+            "disabled": False}
+    if client == "codex":
+        path.write_text('[mcp_servers.m2]\ncommand = "old-m2-mcp"\nargs = ["serve"]\ndisabled = false\n'
+                        'tool_timeout_sec = 900\nenv = { M2_API_KEY = "sk-users-own", M2_MODEL = "old" }\n')
+    else:
+        top = "servers" if client == "vscode" else "mcpServers"
+        path.write_text(json.dumps({top: {"m2": {**user, "url": "http://127.0.0.1:9/mcp"}}}))
+    proc = config(client, "--write", "--repo", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    entry = entry_of(client, path.read_text())
+    assert entry["env"] == {"M2_API_KEY": "sk-users-own", "M2_BASE_URL": ENV["M2_BASE_URL"], "M2_MODEL": ENV["M2_MODEL"]}
+    assert entry["disabled"] is False and entry["command"] != "old-m2-mcp"
+    assert entry["args"][-3:] == ["serve", "--repo", str(repo.resolve())]
+    assert "url" not in entry  # the stdio form replaces an HTTP one
+    if client == "codex":
+        assert entry["tool_timeout_sec"] == 900  # the user's own timeout (ours is only the default, 600)
+    assert config(client, "--write", "--repo", str(repo)).returncode == 0
+    assert entry_of(client, path.read_text()) == entry  # idempotent
+
+
 def test_write_creates_file(repo: Path) -> None:
     proc = config("vscode", "--write", "--repo", str(repo))
     assert proc.returncode == 0, proc.stderr
@@ -117,8 +143,9 @@ def test_write_toml_keeps_the_rest_byte_identical(repo: Path) -> None:
     assert data["mcp_servers"]["other"] == {"command": "other", "args": ["x"]}
     assert data["profiles"] == {"fast": {"model": "o4-mini"}}
     m2 = data["mcp_servers"]["m2"]
-    assert m2["tool_timeout_sec"] == 600 and m2["env"] == {"M2_BASE_URL": ENV["M2_BASE_URL"], "M2_MODEL": ENV["M2_MODEL"]}
-    assert "stale" not in text and 'X = "1"' not in text
+    assert m2["tool_timeout_sec"] == 600  # ours updated, the user's own env variable kept
+    assert m2["env"] == {"X": "1", "M2_BASE_URL": ENV["M2_BASE_URL"], "M2_MODEL": ENV["M2_MODEL"]}
+    assert "stale" not in text
 
 
 def test_write_toml_appends(repo: Path) -> None:

@@ -53,7 +53,7 @@ def test_all_green_against_a_well_configured_server(good_m2, git_repo):
     out = _doctor("--base-url", good_m2.base_url, repo=git_repo)
     assert out.returncode == 0, out.stdout + out.stderr
     checks = _lines(out.stdout)
-    for name in ("endpoint", "model", "tool call", "tool parser", "thinking", "git", "ripgrep", "pytest",
+    for name in ("endpoint", "model", "tool call", "tool parser", "thinking", "git", "ripgrep", "tests",
                  "sandbox", "repo"):
         assert checks[name].startswith("✓ "), checks
     assert "clean" in checks["repo"] and "get_time" in checks["tool call"]

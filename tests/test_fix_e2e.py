@@ -314,15 +314,17 @@ def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
     repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py":
                      f"import os, subprocess\n\ndef test_slow():\n    p = subprocess.Popen(['sleep', '300'])\n"
                      f"    open({str(pidfile)!r}, 'w').write(str(p.pid))\n    p.wait()\n"})
-    proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", "http://127.0.0.1:9/v1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(200):
-        if pidfile.exists() and pidfile.read_text():
-            break
-        time.sleep(0.1)
-    started = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:  # up, but never asked
+        proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", m2.base_url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(200):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            time.sleep(0.1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert m2.requests() == []
     assert time.monotonic() - started < 20
     assert proc.returncode == 1, err
     assert json.loads(out)["status"] == "cancelled"
@@ -341,11 +343,12 @@ def test_timeout_bounds_the_whole_run(tmp_path: Path):
            f"        open({str(marker)!r}, 'w').close()\n        time.sleep(120)\n"
     repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py": slow})
     started = time.monotonic()
-    proc, result = fix(repo, "http://127.0.0.1:9/v1", "--timeout", "3")
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc, result = fix(repo, m2.base_url, "--timeout", "10")  # room for pytest to start under load
     assert time.monotonic() - started < 60
     assert proc.returncode == 1 and result["status"] == "budget_exhausted"
     assert "--timeout" in result["summary"]
-    assert result["tests_after"] == {"passed": 2, "failed": 1, "errors": 0, "skipped": 0, "exit_code": 1}
+    assert result["tests_after"] == {"passed": 2, "failed": 1, "errors": 0, "skipped": 0, "exit_code": 1}, (proc.stderr, result)
 
 
 def test_signed_commits_pycache_and_url_credentials(buggy: Path, tmp_path: Path):
@@ -396,12 +399,15 @@ def test_usage_errors_come_before_any_work(buggy: Path, tmp_path: Path):
         (["--max-cost", "-1"], "--max-cost"),
         (["--context-window", "10"], "--context-window"),
     ]
-    for extra, message in cases:
-        proc = run_cli("fix", "--repo", str(buggy), *extra) if "--base-url" in extra else \
-            run_cli("fix", "--repo", str(buggy), "--base-url", "http://127.0.0.1:9/v1", *extra)
-        assert proc.returncode == 2, (extra, proc.stderr)
-        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) <= 2, (extra, proc.stderr)
-        assert "Traceback" not in proc.stderr
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        for extra, message in cases:
+            proc = run_cli("fix", "--repo", str(buggy), *extra) if "--base-url" in extra else \
+                run_cli("fix", "--repo", str(buggy), "--base-url", m2.base_url, *extra)
+            assert proc.returncode == 2, (extra, proc.stderr)
+            errors = [line for line in proc.stderr.splitlines() if line.startswith("m2-mcp: error:")]
+            assert message in proc.stderr and len(errors) == 1, (extra, proc.stderr)
+            assert "Traceback" not in proc.stderr
+        assert m2.requests() == []  # no model call for any of them
     assert git(buggy, "status", "--porcelain") == before
     sub = buggy / "tests"
     proc = run_cli("fix", "--repo", str(sub), "--base-url", "http://127.0.0.1:9/v1")

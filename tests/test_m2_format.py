@@ -1,4 +1,4 @@
-"""M2's wire format: every shared parser case, schema typing, thinking round-trip."""
+"""M2's wire format: every parser case from vLLM, SGLang and MiniMax (tests/data), schema typing, thinking round-trip."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import pytest
 from m2_mcp.agent.m2_format import (coerce_value, despace_path, history_content, parse_tool_calls,
                                     split_thinking)
 
-# Parser cases collected from vLLM, SGLang and MiniMax test suites (each names its source); copied from the
-# project notes (m2/tool_call_cases.json) into tests/data so a clone has them.
-CASES_FILE = Path(__file__).resolve().parent / "data" / "m2_tool_call_cases.json"
+CASES_FILE = Path(__file__).resolve().parent / "data" / "tool_call_cases.json"  # sources: tests/data/README.md
 CASES = json.loads(CASES_FILE.read_text())
 TOOL_CASES = [c for c in CASES if "reasoning" not in c["parser"]]
 REASONING_CASES = [c for c in CASES if "reasoning" in c["parser"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -79,7 +80,9 @@ def test_counts_and_exit_code(full_run: dict) -> None:
     assert (full_run["passed"], full_run["failed"], full_run["errors"], full_run["skipped"]) == (2, 1, 2, 2)
     assert full_run["exit_code"] == 1 and full_run["timed_out"] is False
     assert full_run["summary"].startswith("1 failed, 2 passed, 1 skipped, 1 xfailed, 2 errors in ")
-    assert full_run["command"] == "python -m pytest -q --continue-on-collection-errors"
+    # `python` is the interpreter m2_mcp.tools.pyenv picked (here: this virtualenv's or PATH's), by full path
+    python, rest = full_run["command"].split(" ", 1)
+    assert os.path.isabs(python) and rest == "-m pytest -q --continue-on-collection-errors"
     assert "short test summary info" in full_run["output"]
 
 

@@ -21,7 +21,7 @@ from m2_mcp.agent.model_client import ModelClient
 from m2_mcp.agent.result import RunResult, TestCounts, Usage
 from m2_mcp.errors import UsageError
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
-from m2_mcp.tools.testing import TestRun, run_test_command
+from m2_mcp.tools.testing import TestRun, not_runnable, run_test_command
 from m2_mcp.workspace import TestGuard, Workspace
 
 DEFAULT_TASK = "make the failing tests pass"
@@ -105,7 +105,7 @@ class Job:
             with self._scope:
                 self._scope.deadline = anyio.current_time() + spec.limits.timeout_s
                 before = await run_test_command(repo, timeout=spec.test_timeout)
-                check_test_command(before, spec.test_cmd)
+                check_test_command(before, spec.test_cmd, spec.allow_test_edits)
                 if before.timed_out:
                     self.errors.append(f"the test run before the agent did not finish ({before.note})")
                 await emit_event(self.emit, {"type": "tests_before", **counts(before).model_dump()})
@@ -200,11 +200,14 @@ class Job:
         return self.result
 
 
-def check_test_command(run: TestRun, test_cmd: str) -> None:
-    """A test command that cannot start is a usage error, not a reason to let the agent loose."""
-    if run.exit_code in (126, 127) and not (run.passed or run.failed or run.errors):
-        first = (run.output or "").strip().splitlines()[-1:] or [""]
-        raise UsageError(f"the test command could not run (exit {run.exit_code}): {test_cmd}: {first[0][:200]}")
+def check_test_command(run: TestRun, test_cmd: str, allow_test_edits: bool = False) -> None:
+    """A test command that cannot start, or finds no tests, is a usage error, not a reason to call the model."""
+    reason = not_runnable(run)
+    if reason:
+        raise UsageError(reason)
+    if run.exit_code == 5 and not (run.passed or run.failed or run.errors) and not allow_test_edits:
+        raise UsageError(f"the test command found no tests to run (pytest exit 5): {test_cmd}; "
+                         "pass --test-cmd, or add tests (or --allow-test-edits to let the agent write them)")
 
 
 def run_env(root: Path, isolated: bool) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """MiniMax-M2's wire format: raw `<minimax:tool_call>` XML, schema typing, `<think>` blocks.
 
-Pure functions, no I/O. Checked against vLLM's own parsers (tools/vllm_conformance/, tests/data/).
+Pure functions, no I/O. Checked against the engines' own parser cases (tests/data/tool_call_cases.json)
+and against vLLM's own serving code (tools/vllm_conformance/).
 
 M2 writes tool calls as XML inside its answer::
 

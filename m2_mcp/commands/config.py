@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
                         help="cursor (.cursor/mcp.json), claude-code (.mcp.json), vscode (.vscode/mcp.json) "
                         "or codex (.codex/config.toml)")
     parser.add_argument("--write", action="store_true",
-                        help="merge the server (key 'm2') into that file in the repo, keeping other servers and keys")
+                        help="merge the server (key 'm2') into that file in the repo, keeping other servers, "
+                        "and your own keys and env variables on the m2 entry")
     parser.add_argument("--repo", help="repository root (default: $M2_REPO, else the current directory)")
     parser.epilog = (
         "The server entry runs '<m2-mcp> serve --repo <repo>' over stdio and passes M2_BASE_URL and M2_MODEL "

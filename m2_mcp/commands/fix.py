@@ -89,10 +89,11 @@ async def _run(args) -> int:
     from m2_mcp.agent.job import DEFAULT_TASK, Job, JobSpec
     from m2_mcp.agent.loop import Limits
     from m2_mcp.agent.model_client import ModelClient
-    from m2_mcp.agent.result import exit_code_for
-    from m2_mcp.endpoint import endpoints_from
-    from m2_mcp.errors import M2Error
+    from m2_mcp.agent.result import RunResult, exit_code_for
+    from m2_mcp.endpoint import check_endpoints, endpoints_from
+    from m2_mcp.errors import EndpointError, M2Error
     from m2_mcp.repo import Repo
+    from m2_mcp.tools.pyenv import resolve_command
 
     repo = Repo.open(args.repo)
     limits = Limits(
@@ -106,11 +107,15 @@ async def _run(args) -> int:
     endpoints = endpoints_from(args.base_url, args.model)
     log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     client = ModelClient(endpoints)
-    job = Job(spec, client, emit=progress_printer(log))
+    job = Job(spec, client, emit=progress_printer(log))  # UsageError for a bad repo or branch
     log(f"m2-mcp fix: {repo.root} via {endpoints[0].display} ({endpoints[0].model})")
     started, started_wall = time.monotonic(), time.time()
     failure: M2Error | None = None
     try:
+        # One quick look at the endpoint before the tests run: a dead one is exit 3 in a second
+        # (with a result saying so), a wrong model name or key exit 2 (UsageError, raised as is).
+        await anyio.to_thread.run_sync(check_endpoints, endpoints)
+        log(f"running the tests before the run: {resolve_command(spec.test_cmd, repo.root)}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_signal, job, log)
             try:
@@ -119,6 +124,9 @@ async def _run(args) -> int:
                 failure = exc
             finally:
                 tg.cancel_scope.cancel()
+    except EndpointError as exc:
+        result = RunResult(status="error", errors=[str(exc)], summary=str(exc))
+        job.endpoint_failed = True
     finally:
         await client.aclose()
     if failure is not None:
@@ -130,8 +138,10 @@ async def _run(args) -> int:
         try:
             Path(args.json_out).expanduser().write_text(text + "\n")
         except OSError as exc:
-            log(f"m2-mcp fix: warning: could not write --json-out: {exc}")
+            log(f"m2-mcp: warning: could not write --json-out: {exc}")
     _record(result, spec, started_wall, duration)
+    if result.status == "error" and result.errors:
+        log(f"m2-mcp: error: {result.errors[-1]}")
     log(f"m2-mcp fix: {result.status} after {result.steps} steps, {duration:.1f}s, "
         f"{result.usage.prompt_tokens + result.usage.completion_tokens} tokens, ${result.usage.cost_usd:.4f}")
     return exit_code_for(result, job.endpoint_failed)
@@ -181,4 +191,4 @@ def _record(result, spec, started_at: float, duration: float) -> None:
     except Exception as exc:  # the ledger is bookkeeping; never fail a run over it
         import sys
 
-        print(f"m2-mcp fix: warning: run not recorded in the ledger: {exc}", file=sys.stderr)
+        print(f"m2-mcp: warning: run not recorded in the ledger: {exc}", file=sys.stderr)

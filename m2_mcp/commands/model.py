@@ -81,8 +81,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     handler = getattr(args, "_model_run", None)
     if handler is None:
-        sys.stderr.write("m2-mcp model: choose serve, plan or k8s (see 'm2-mcp model --help')\n")
-        return 2
+        from m2_mcp.errors import UsageError
+
+        raise UsageError("choose serve, plan or k8s (see 'm2-mcp model --help')")
     return handler(args)
 
 

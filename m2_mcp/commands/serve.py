@@ -49,6 +49,9 @@ def run(args) -> int:
     # lifespan per connection, so background tasks must not end when one client disconnects.
     runner = TaskRunner(repo, keep_alive=args.transport == "sse")
     server = build_server(repo, extra_tools=[register(runner)], lifespan=runner.lifespan)
+    if args.transport == "stdio":  # stdout is the protocol; one line on stderr says we are up
+        sys.stderr.write(f"m2-mcp: serving {repo.root} over stdio; waiting for an MCP client\n")
+        sys.stderr.flush()
     serve(server, args.transport, args.host, args.port, token)
     return 0
 

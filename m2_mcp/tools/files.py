@@ -121,7 +121,7 @@ def read_file(
         raise ToolError("limit must be at least 1")
     limit = limit or DEFAULT_READ_LINES
     target = _existing_file(repo, path)
-    max_chars = budget.output_chars()
+    max_tokens = budget.output_tokens()
     out: list[str] = []
     used = 0
     total = 0
@@ -139,11 +139,12 @@ def read_file(
                     line = line[:MAX_LINE_CHARS] + f" [... line cut: {len(line) - MAX_LINE_CHARS} more characters]"
                     cut_lines = True
                 numbered = f"{total:6d}\t{line}"
-                if out and used + len(numbered) + 1 > max_chars:
+                cost = budget.estimate_tokens(numbered) + 1  # counted in tokens: dense lines cost more
+                if out and used + cost > max_tokens:
                     budget_hit = True
                     continue
                 out.append(numbered)
-                used += len(numbered) + 1
+                used += cost
     except OSError as exc:
         raise ToolError(f"cannot read {path}: {exc.strerror or exc}") from None
     rel = repo.rel(target)

@@ -14,7 +14,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel
 
 from m2_mcp import budget, proc
+from m2_mcp.errors import ToolError
 from m2_mcp.repo import Repo
+from m2_mcp.tools import pyenv
 from m2_mcp.tools.registry import tool
 
 DEFAULT_TIMEOUT_S = 600
@@ -88,12 +90,25 @@ async def run_tests(repo: Repo, args: list[str] | None = None, timeout: int = DE
     failure's test id, file:line and message. `timeout` is in seconds (default 600, at most
     1800); a run that times out is killed and reported with `timed_out: true`.
     """
-    return await run_test_command(repo, args, timeout)
+    run = await run_test_command(repo, args, timeout)
+    reason = not_runnable(run)
+    if reason:
+        raise ToolError(reason)
+    return run
+
+
+def not_runnable(run: TestRun) -> str | None:
+    """Why the test command could not even start (exit 126/127, e.g. `python: command not found`), or None."""
+    if run.exit_code not in (126, 127) or run.passed or run.failed or run.errors:
+        return None
+    last = (run.output or "").strip().splitlines()[-1:] or [""]
+    return f"the test command could not run (exit {run.exit_code}): {run.command}: {last[0][:200]}"
 
 
 async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: int = DEFAULT_TIMEOUT_S) -> TestRun:
     """Run `repo.test_cmd` plus shell-quoted `args` and parse what it printed."""
-    command = " ".join([repo.test_cmd, *(shlex.quote(a) for a in args or [])])
+    test_cmd = pyenv.resolve_command(repo.test_cmd, repo.root, repo.env)  # the repo's own Python
+    command = " ".join([test_cmd, *(shlex.quote(a) for a in args or [])])
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
     result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, "COLUMNS": "200", **repo.env})
     text = _ANSI.sub("", result.stdout + ("\n" + result.stderr if result.stderr.strip() else ""))
