@@ -194,6 +194,6 @@ def ignored_files(g: git.Repo) -> dict[str, os.stat_result]:
 
     for raw in filter(None, listed.split(b"\0")):
         rel = os.fsdecode(raw).rstrip("/")
-        if rel and not inside(rel + "/x"):
+        if rel and not inside(rel + "/x") and not (BULKY_DIRS | {".git"}) & set(rel.split("/")):
             visit(rel)
     return found
