@@ -165,7 +165,7 @@ def test_undo_deletes_only_files_the_run_created_and_keeps_secrets_out_of_refs(t
     (repo / "later.txt").write_text("written after the run\n")
     done = undo(repo)
     assert done.returncode == 0, done.stderr
-    assert "removed 4 file(s)" in done.stdout and "left 2 file(s)" in done.stdout
+    assert "removed 3 file(s)" in done.stdout and "left 2 file(s)" in done.stdout
     after = state(repo)
     assert after.pop("extra.txt")[0] == b"now mine too\n" and after.pop("later.txt")[0] == b"written after the run\n"
     assert after == before  # helper.py, gen/, agent.log gone; debug.log, .env, big/, mine.txt kept
