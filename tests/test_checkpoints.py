@@ -230,14 +230,17 @@ def test_kill_9_at_random_points_leaves_a_checkpoint_undo_restores(tmp_path: Pat
     rng = random.Random(11)
     before, index_before, restored = state(repo), git(repo, "ls-files", "-s"), 0
     with start_standin({"scripts": [{"turns": slow}]}, tmp_path) as m2:
-        for _ in range(6):
+        for _ in range(5):
             refs_before = checkpoint_refs(repo)
             proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url",
-                                     m2.base_url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     m2.base_url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     start_new_session=True)
-            time.sleep(rng.uniform(0.5, 6.0))
+            for _ in range(rng.randint(0, 6)):  # a random phase: progress lines are its milestones
+                proc.stderr.readline()
+            time.sleep(rng.uniform(0, 1.5))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+            proc.stderr.close()
             new = [r for r in checkpoint_refs(repo) if r not in refs_before]
             if new:
                 done = undo(repo, new[0].removeprefix("refs/m2-mcp/checkpoints/"))
