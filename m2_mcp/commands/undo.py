@@ -41,5 +41,7 @@ def run(args) -> int:
     if done["skipped"]:
         notes.append(f"could not restore {len(done['skipped'])} file(s) whose place is taken by a directory, "
                      f"a symlink or a nested repository (e.g. {done['skipped'][0]})")
-    print(f"restored {done['restored']}; {'; '.join(notes)}; previous state saved as {done['safety_checkpoint']}")
+    saved = f"previous state saved as {done['safety_checkpoint']}" if done["safety_checkpoint"] else \
+        "the working tree already matched it"
+    print(f"restored {done['restored']}; {'; '.join(notes)}; {saved}")
     return 1 if done["skipped"] else 0

@@ -73,7 +73,7 @@ def create_checkpoint(root: Path, label: str = "before m2-mcp run", *, prune: bo
         tree = write_tree(g, scan.entries)
         commit = g.git.commit_tree("--no-gpg-sign", tree, *parents, "-m", f"m2-mcp checkpoint: {label}",
                                    env=AUTHOR_ENV)
-        ref = f"{CHECKPOINT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}-{commit[:8]}"
+        ref = f"{CHECKPOINT_PREFIX}{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{time.time_ns() % 10**9:09d}-{commit[:8]}"
         final = record_dir(g, ref)
         os.rename(tmp, final)
     except BaseException:
@@ -142,13 +142,19 @@ def close_checkpoint(root: Path, checkpoint: Checkpoint, created: list[str] | No
         return None
     if created is None:
         before, since = set(meta["present"]) | set(meta["ignored"]), meta["created_at"] - 2
-        created = [rel for rel in sorted(scan.present | set(ignored))
-                   if rel not in before and os.lstat(root / rel).st_ctime >= since]
+        created = [rel for rel in sorted(scan.present | set(ignored)) if rel not in before and _ctime(root / rel) >= since]
     shas = {rel: blob_sha(root / rel) for rel in created}
     tmp = record / "created.json.tmp"
     tmp.write_text(json.dumps({rel: sha for rel, sha in shas.items() if sha}))
     os.replace(tmp, record / "created.json")
     return checkpoint
+
+
+def _ctime(path: Path) -> float:
+    try:
+        return os.lstat(path).st_ctime
+    except OSError:
+        return 0.0
 
 
 def _ignored_same(root: Path, record: Path, meta: dict, now: dict[str, os.stat_result]) -> bool:
@@ -239,5 +245,7 @@ def restore_checkpoint(root: Path, ref: str | None = None) -> dict:
     loaded = load_record(g, chosen["ref"])
     safety = create_checkpoint(root, f"before undo to {chosen['ref'].removeprefix(CHECKPOINT_PREFIX)}", prune=False)
     done = restore_state(g, chosen["commit"], loaded, safety.commit, load_record(g, safety.ref))
+    # undoing this undo deletes what it brought back; an undo that changed nothing keeps no safety checkpoint
+    kept = close_checkpoint(root, safety, created=done.pop("created"))
     prune_checkpoints(root, protect={chosen["ref"], safety.ref})
-    return {"restored": chosen["ref"], "safety_checkpoint": safety.ref, **done}
+    return {"restored": chosen["ref"], "safety_checkpoint": kept.ref if kept else None, **done}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from pathlib import Path
 
 from m2_mcp.repo import Repo
 from m2_mcp.workspace.snapshot import read_regular

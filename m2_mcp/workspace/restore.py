@@ -43,7 +43,7 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
         if legacy:
             wanted = {**ls_tree(root, legacy.group(1)), **wanted}
     keep_dirs = {str(Path(rel).parent) for rel in [*wanted, *meta.get("present", []), *ignored]}
-    removed, skipped = [], []
+    removed, skipped, created = [], [], []
     for rel, sha in _created(record).items():
         if rel not in wanted and rel not in ignored and _parents_ok(root, rel) and blob_sha(root / rel) == sha:
             os.unlink(root / rel)
@@ -56,6 +56,8 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
         if same and (mode == LINK_MODE or _perm(root / rel) == perm):
             continue
         data = g.odb.stream(binascii.unhexlify(sha)).read()
+        if not os.path.lexists(root / rel):
+            created.append(rel)
         ok = _put(root, rel, link=os.fsdecode(data), perm=None) if mode == LINK_MODE else \
             _put(root, rel, data=data, perm=perm)
         if not ok:
@@ -66,6 +68,8 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
                 _put(root, rel, link=entry["link"], perm=None) or skipped.append(rel)
         elif entry["copied"]:
             data = read_regular(record / "ignored" / rel, IGNORED_FILE_MAX)
+            if data is not None and not os.path.lexists(root / rel):
+                created.append(rel)
             if data is not None and (read_regular(root / rel, IGNORED_FILE_MAX) != data
                                      or _perm(root / rel) != entry["perm"]):
                 _put(root, rel, data=data, perm=entry["perm"]) or skipped.append(rel)
@@ -78,7 +82,7 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
     run_git(root, "update-index", "-q", "--refresh", "--unmerged", "--ignore-submodules", check=False)
     seen_now = set(now) | set(current[1]["ignored"] if current else ())
     left = sorted(seen_now - set(wanted) - set(ignored) - set(removed))
-    return {"removed": removed, "left": left, "skipped": skipped}
+    return {"removed": removed, "left": left, "skipped": skipped, "created": created}
 
 
 def _created(record: Path | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import git
 from gitdb.base import IStream
 
-from m2_mcp.workspace.gitutil import NOT_SOURCE, run_git
+from m2_mcp.workspace.gitutil import NOT_SOURCE, GitError, run_git
 
 LINK_MODE = "120000"
 GITLINK_MODE = b"160000"
@@ -128,13 +128,15 @@ def scan_tree(g: git.Repo) -> Scan:
             if os.access(root / rel, os.R_OK):
                 files.append((rel, st))
     plain = [(rel, st) for rel, st in files if "\n" not in rel]
-    if plain:
+    try:
         out = run_git(root, "hash-object", "-w", "--no-filters", "--stdin-paths",
-                      input=b"".join(os.fsencode(rel) + b"\n" for rel, _ in plain)).split()
+                      input=b"".join(os.fsencode(rel) + b"\n" for rel, _ in plain)).split() if plain else []
         for (rel, st), sha in zip(plain, out):
             scan.entries[rel] = (_git_mode(st.st_mode), sha.decode())
+    except GitError:  # a file vanished or changed type meanwhile (an editor's temp file): one by one
+        pass
     for rel, st in files:
-        if "\n" in rel:
+        if rel not in scan.entries:
             data = read_regular(root / rel, st.st_size + (1 << 30))
             if data is not None:
                 scan.entries[rel] = (_git_mode(st.st_mode), store_blob(g, data))
