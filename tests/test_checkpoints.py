@@ -169,6 +169,8 @@ def test_undo_deletes_only_files_the_run_created_and_keeps_secrets_out_of_refs(t
     after = state(repo)
     assert after.pop("extra.txt")[0] == b"now mine too\n" and after.pop("later.txt")[0] == b"written after the run\n"
     assert after == before  # helper.py, gen/, agent.log gone; debug.log, .env, big/, mine.txt kept
+    # the run had un-ignored .env: the checkpoint undo took first keeps it out of refs all the same
+    assert secret not in git(repo, "rev-list", "--objects", "--all")
     # and undo can itself be undone: the safety checkpoint has the agent's files
     again = undo(repo, checkpoint_refs(repo)[-1].removeprefix("refs/m2-mcp/checkpoints/"))
     assert again.returncode == 0 and (repo / "helper.py").exists()

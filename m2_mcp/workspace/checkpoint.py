@@ -49,22 +49,26 @@ def record_dir(g: git.Repo, ref: str) -> Path:
     return records_base(g) / ref.removeprefix(CHECKPOINT_PREFIX)
 
 
-def create_checkpoint(root: Path, label: str = "before m2-mcp run", *, prune: bool = True) -> Checkpoint:
-    """Record the user's full state without changing anything; returns the checkpoint."""
+def create_checkpoint(root: Path, label: str = "before m2-mcp run", *, prune: bool = True,
+                      private: set[str] | frozenset = frozenset()) -> Checkpoint:
+    """Record the user's full state without changing anything; returns the checkpoint.
+    `private` paths are kept like ignored files (out of refs) even if git no longer ignores
+    them (undo passes the files that were ignored, in case a run changed .gitignore)."""
     g = open_git(root)
     base = records_base(g)
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for private in (base, base.parent):
-        os.chmod(private, 0o700)
+    for directory in (base, base.parent):
+        os.chmod(directory, 0o700)
     tmp = base / f".tmp-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir(mode=0o700)
     try:
         started = time.time()
-        scan = scan_tree(g)
+        scan = scan_tree(g, private)
         listing = index_listing(Path(g.working_tree_dir))
         (tmp / "index").write_bytes(listing)
         meta = {"version": 2, "label": label, "created_at": started, "perms": scan.perms,
-                "present": sorted(scan.present), "ignored": _copy_ignored(g, tmp / "ignored")}
+                "present": sorted(scan.present), "ignored": _copy_ignored(g, tmp / "ignored", private),
+                "private": sorted(private)}
         (tmp / "meta.json").write_text(json.dumps(meta))
         parents = ["-p", g.head.commit.hexsha] if g.head.is_valid() else []
         keeper = _index_keeper(g, listing)
@@ -85,10 +89,10 @@ def create_checkpoint(root: Path, label: str = "before m2-mcp run", *, prune: bo
     return Checkpoint(ref=ref, commit=commit, record=final)
 
 
-def _copy_ignored(g: git.Repo, dest: Path) -> dict[str, dict]:
+def _copy_ignored(g: git.Repo, dest: Path, private: set[str] | frozenset) -> dict[str, dict]:
     """Copy small ignored files into `dest` (private); returns what was seen, copied or not."""
     root, seen, total = Path(g.working_tree_dir), {}, 0
-    for rel, st in ignored_files(g).items():
+    for rel, st in ignored_files(g, private).items():
         entry = {"perm": stat.S_IMODE(st.st_mode), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "copied": False}
         if stat.S_ISLNK(st.st_mode):
             entry.update(link=os.readlink(root / rel), perm=None, copied=True)
@@ -135,7 +139,8 @@ def close_checkpoint(root: Path, checkpoint: Checkpoint, created: list[str] | No
         return checkpoint
     record, meta = loaded
     root = Path(g.working_tree_dir)
-    scan, ignored = scan_tree(g), ignored_files(g)
+    private = set(meta.get("private", []))
+    scan, ignored = scan_tree(g, private), ignored_files(g, private)
     if (write_tree(g, scan.entries) == g.commit(checkpoint.commit).tree.hexsha and scan.perms == meta["perms"]
             and index_listing(root) == (record / "index").read_bytes() and _ignored_same(root, record, meta, ignored)):
         delete_checkpoint(g, checkpoint.ref)
@@ -243,7 +248,8 @@ def restore_checkpoint(root: Path, ref: str | None = None) -> dict:
     if chosen is None:
         raise UsageError(f"no such checkpoint: {ref} (see 'm2-mcp undo --list')")
     loaded = load_record(g, chosen["ref"])
-    safety = create_checkpoint(root, f"before undo to {chosen['ref'].removeprefix(CHECKPOINT_PREFIX)}", prune=False)
+    safety = create_checkpoint(root, f"before undo to {chosen['ref'].removeprefix(CHECKPOINT_PREFIX)}", prune=False,
+                               private=set(loaded[1]["ignored"]) if loaded else frozenset())
     done = restore_state(g, chosen["commit"], loaded, safety.commit, load_record(g, safety.ref))
     # undoing this undo deletes what it brought back; an undo that changed nothing keeps no safety checkpoint
     kept = close_checkpoint(root, safety, created=done.pop("created"))

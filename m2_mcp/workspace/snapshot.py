@@ -105,7 +105,8 @@ def index_listing(root: Path) -> bytes:
     return run_git(root, "ls-files", "-s", "-z")
 
 
-def scan_tree(g: git.Repo) -> Scan:
+def scan_tree(g: git.Repo, private: set[str] | frozenset = frozenset()) -> Scan:
+    """`private`: paths to leave out although git does not ignore them (see create_checkpoint)."""
     root = Path(g.working_tree_dir)
     gitlinks = {line.split(b"\t", 1)[1] for line in index_listing(root).split(b"\0")
                 if line.startswith(GITLINK_MODE)}
@@ -114,7 +115,7 @@ def scan_tree(g: git.Repo) -> Scan:
     scan, files = Scan(), []
     for raw in sorted(set(filter(None, listing.split(b"\0")))):
         rel = os.fsdecode(raw)
-        if rel.endswith("/") or raw in gitlinks or inside(rel):
+        if rel.endswith("/") or raw in gitlinks or inside(rel) or rel in private:
             continue  # nested repositories and submodules
         try:
             st = os.lstat(root / rel)
@@ -166,9 +167,9 @@ def snapshot_tree(g: git.Repo) -> str:
     return write_tree(g, scan_tree(g).entries)
 
 
-def ignored_files(g: git.Repo) -> dict[str, os.stat_result]:
+def ignored_files(g: git.Repo, private: set[str] | frozenset = frozenset()) -> dict[str, os.stat_result]:
     """Every git-ignored file and symlink, except inside dependency/tool/virtualenv directories,
-    nested repositories and `.git` itself."""
+    nested repositories and `.git` itself; plus the `private` paths that exist."""
     root = Path(g.working_tree_dir)
     listed = run_git(root, "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory")
     inside = nested_repo_filter(root)
@@ -198,4 +199,12 @@ def ignored_files(g: git.Repo) -> dict[str, os.stat_result]:
         rel = os.fsdecode(raw).rstrip("/")
         if rel and not inside(rel + "/x") and not (BULKY_DIRS | {".git"}) & set(rel.split("/")):
             visit(rel)
+    for rel in private:
+        if rel not in found and not inside(rel):
+            try:
+                st = os.lstat(root / rel)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                found[rel] = st
     return found
