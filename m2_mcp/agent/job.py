@@ -22,7 +22,7 @@ from m2_mcp.agent.result import RunResult, TestCounts, Usage
 from m2_mcp.errors import UsageError
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.tools.testing import TestRun, not_runnable, run_test_command
-from m2_mcp.workspace import TestGuard, Workspace
+from m2_mcp.workspace import TestGuard, Workspace, close_checkpoint
 
 DEFAULT_TASK = "make the failing tests pass"
 REPO_MAP_TOKENS = 1024
@@ -147,9 +147,20 @@ class Job:
         try:
             if self.guard is not None:
                 self.guard.revert_changes()
+            self._close_checkpoint()
             self.workspace.finish(keep_branch=False)
         except Exception:
             pass
+
+    def _close_checkpoint(self) -> None:
+        """Drop the checkpoint if the run changed nothing; else record the files the run created
+        (undo deletes only those). On failure the checkpoint stays as taken."""
+        ws = self.workspace
+        if ws.checkpoint is not None:
+            try:
+                ws.checkpoint = close_checkpoint(ws.user_root, ws.checkpoint)
+            except Exception as exc:
+                self.errors.append(f"checkpoint kept as taken (files the run created are not recorded): {exc}")
 
     def _repo_map(self, repo: Repo, task: str, test_output: str) -> str:
         try:
@@ -169,6 +180,7 @@ class Job:
         if self.guard is not None:
             self.guard.revert_changes()
         files, diff = ws.changes()
+        self._close_checkpoint()
         commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
         branch = ws.branch if commits else None
         ws.finish(keep_branch=bool(commits))

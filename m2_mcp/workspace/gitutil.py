@@ -3,11 +3,13 @@ pathspecs every commit of ours uses."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import git
 
-from m2_mcp.errors import UsageError
+from m2_mcp.errors import M2Error, UsageError
 
 # Build artefacts that test runs leave behind: never part of a checkpoint, a diff or a commit.
 NOT_SOURCE = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**")
@@ -28,3 +30,19 @@ def open_git(root: Path) -> git.Repo:
                          f"run at its top (--repo {g.working_tree_dir})")
     return g
 
+
+
+class GitError(M2Error):
+    """A git command of the workspace layer failed: one line, naming the command and git's reason."""
+
+
+def run_git(root: Path | str, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            check: bool = True) -> bytes:
+    """Run git in `root` with bytes in and out (paths are raw with -z); GitError on failure."""
+    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})}
+    proc = subprocess.run(["git", *args], cwd=root, input=input, env=full_env, capture_output=True,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"git {args[0]} failed in {root}: {reason[-1][:300] if reason else f'exit {proc.returncode}'}")
+    return proc.stdout
