@@ -219,6 +219,25 @@ class TaskStore:
                 marked.append(record["id"])
         return marked
 
+    def sweep_orphans(self) -> list[str]:
+        """`mark_interrupted_orphans`, and a ledger row for each task it marks (so `m2-mcp runs`
+        lists interrupted tasks too); returns their ids."""
+        from m2_mcp.ledger import record_run
+
+        marked = self.mark_interrupted_orphans()
+        for task_id in marked:
+            record = self.get(task_id)
+            if record is None:
+                continue
+            started = record.get("started_at") or record.get("created_at") or time.time()
+            with contextlib.suppress(Exception):  # the ledger is bookkeeping
+                record_run({"status": "interrupted", "branch": None,
+                            "summary": "interrupted: the server that ran this task stopped"},
+                           task=record.get("task") or "", repo=record.get("repo") or ".", source="mcp",
+                           started_at=started, duration_s=max(0.0, (record.get("finished_at") or started) - started),
+                           run_id=task_id)
+        return marked
+
     async def wait(self, task_id: str, timeout_s: float, poll_s: float = 0.2) -> dict | None:
         """Poll until the task is final or `timeout_s` passes; returns the last record (None if unknown)."""
         record = self.get(task_id)
