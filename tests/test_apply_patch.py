@@ -151,9 +151,15 @@ async def test_whitespace_damaged_hunks_are_placed(repo: Path, tmp_path: Path):
     async with connect(stdio_params(repo), mode="legacy") as client:
         placed = await client.call_tool("apply_patch", {"patch": damaged})
         refused = await client.call_tool("apply_patch", {"patch": hopeless})
+        # hand-written, without a/ b/ prefixes: the path is taken as written (not stripped to util.py)
+        handwritten = await client.call_tool("apply_patch", {
+            "patch": "--- lib/util.py\n+++ lib/util.py\n@@ -2,3 +2,3 @@\n line 2\n-line 3\n+line three\n line 4\n"})
     assert not placed.is_error, error_text(placed)
     assert placed.structured_content["note"] and "--recount" in placed.structured_content["note"]
-    assert (repo / "lib/util.py").read_text() == FILES["lib/util.py"].replace("line 10\n", "line TEN\n")
+    assert not handwritten.is_error, error_text(handwritten)
+    assert handwritten.structured_content["files"] == ["lib/util.py"]
+    assert (repo / "lib/util.py").read_text() == FILES["lib/util.py"].replace("line 10\n", "line TEN\n").replace(
+        "line 3\n", "line three\n")
     assert refused.is_error and "lib/util.py" in error_text(refused)
 
 

@@ -108,14 +108,24 @@ def _raw_names(text: str) -> list[str]:
     return names
 
 
+def _strip_option(text: str) -> list[str]:
+    """`-p0` for a patch whose ---/+++ names carry no a/ b/ prefixes (hand-written), so that
+    `src/x.py` is not read as `x.py`; git's default `-p1` otherwise."""
+    if re.search(r"^diff --git ", text, re.M):
+        return []
+    names = [m.group(1) for m in re.finditer(r"^(?:---|\+\+\+) (\S.*)$", text, re.M)]
+    names = [_unquote(n) for n in names if _unquote(n) != "/dev/null"]
+    return ["-p0"] if names and not all(n.startswith(("a/", "b/")) for n in names) else []
+
+
 def _git_apply(g: git.Repo, *args: str) -> tuple[int, str, str]:
     status, out, err = g.git.apply(*args, with_extended_output=True, with_exceptions=False)
     return status, out, err
 
 
-def _touched(g: git.Repo, patch_file: str) -> list[str]:
-    """Every path git would read or write for this patch (old and new names of renames)."""
-    status, out, err = _git_apply(g, "--numstat", "-z", "--recount", patch_file)
+def _touched(g: git.Repo, patch_file: str, strip: list[str]) -> list[str]:
+    """Every path git would write for this patch (for renames and copies: the new name)."""
+    status, out, err = _git_apply(g, "--numstat", "-z", "--recount", *strip, patch_file)
     if status != 0:
         raise ToolError(f"not a patch git can read: {_first_error(err)}")
     parts, names = out.split("\0"), []
@@ -181,7 +191,8 @@ def apply_patch_text(repo: Repo, patch: str, check: bool = False) -> PatchOutcom
     with g, tempfile.TemporaryDirectory() as tmp:
         patch_file = os.path.join(tmp, "change.patch")
         Path(patch_file).write_text(text, encoding="utf-8", errors="surrogateescape")
-        names = _touched(g, patch_file)  # new names; renamed/copied files' old names come next
+        strip = _strip_option(text)
+        names = _touched(g, patch_file, strip)  # new names; renamed/copied files' old names come next
         names += [_unquote(ln.split(" ", 2)[2]) for ln in text.splitlines()
                   if ln.startswith(("rename from ", "copy from "))]
         if not names:
@@ -190,15 +201,15 @@ def apply_patch_text(repo: Repo, patch: str, check: bool = False) -> PatchOutcom
             check_target(repo, name)
         first_error = None
         for options in LADDER:
-            status, _, err = _git_apply(g, "--check", "--whitespace=nowarn", *options, patch_file)
+            status, _, err = _git_apply(g, "--check", "--whitespace=nowarn", *strip, *options, patch_file)
             if status == 0:
                 break
             first_error = first_error or err
         else:
             raise ToolError(_failure(text, first_error or ""))
-        _, summary, _ = _git_apply(g, "--summary", *options, patch_file)
+        _, summary, _ = _git_apply(g, "--summary", *strip, *options, patch_file)
         if not check:
-            status, _, err = _git_apply(g, "--whitespace=nowarn", *options, patch_file)
+            status, _, err = _git_apply(g, "--whitespace=nowarn", *strip, *options, patch_file)
             if status != 0:
                 raise ToolError(_failure(text, err))
     files = list(dict.fromkeys(names))
