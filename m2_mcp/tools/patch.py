@@ -15,8 +15,6 @@ from m2_mcp.repo import Repo
 from m2_mcp.tools.registry import tool
 from m2_mcp.workspace.patch import apply_patch_text
 
-MAX_LISTED = 200
-
 
 class PatchResult(BaseModel):
     applied: bool = Field(description="true when the files were changed (false with check=true)")
@@ -41,12 +39,14 @@ def apply_patch(
     if outcome.options:
         notes.append(f"placed with git apply {' '.join(outcome.options)} (the patch's whitespace, line counts "
                      "or context did not match exactly)")
-    files, summary = outcome.files, outcome.summary
-    if len(files) > MAX_LISTED:
-        notes.append(f"{len(files) - MAX_LISTED} more files not listed")
-        files = files[:MAX_LISTED]
-    text, cut = budget.truncate("\n".join(summary), budget.output_chars() // 2)
-    if cut:
-        summary = text.splitlines()
+    files, room = [], budget.output_chars() // 3  # a third for the files, a third for the summary
+    for path in outcome.files:
+        room -= len(path) + 4
+        if room < 0:
+            notes.append(f"{len(outcome.files) - len(files)} more files not listed")
+            break
+        files.append(path)
+    summary, cut = budget.truncate("\n".join(outcome.summary), budget.output_chars() // 3)
+    summary = summary.splitlines() if cut else outcome.summary
     return PatchResult(applied=not check, check=check, files=files, summary=summary,
                        note="; ".join(notes) or None)
