@@ -8,8 +8,12 @@
   (optionally waiting) and `m2_task_cancel` follow. Task state lives in the on-disk
   TaskStore, so a restarted server still reports finished tasks, and tasks cut off by
   a crash show as `interrupted`.
-- MCP tasks never touch the user's working tree: each runs in its own git worktree on
-  its own branch (`m2/task-<id>` unless a branch is given), so several can run at once.
+- Each task starts from the user's current state (a snapshot commit of the working tree:
+  uncommitted and untracked files included) in its own git worktree on its own branch
+  (`m2/task-<id>` unless a branch is given), so the user keeps editing and several tasks
+  can run at once. A `fixed` result without `branch` is merged 3-way into the user's working
+  tree (after a checkpoint); on a collision with the user's edits nothing is overwritten and
+  the change stays as a patch file and on the branch. With `branch` it stays on the branch.
   A per-server limit (env `M2_MCP_MAX_TASKS`, default 2) queues the rest.
 - The seam for the SDK's MCP Tasks extension, once it ships, is `TaskRunner`: its
   `start`/`status`/`cancel` are what `tasks/*` handlers would call (see taskstore.py).
@@ -39,6 +43,8 @@ from m2_mcp.endpoint import check_endpoints, endpoints_from
 from m2_mcp.errors import M2Error
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.taskstore import FINAL, TaskStore
+from m2_mcp.workspace.gitutil import open_git
+from m2_mcp.workspace.worktree import remove_stale_worktrees
 
 log = logging.getLogger("m2_mcp.delegate")
 HEARTBEAT_S = 2.0
@@ -93,8 +99,11 @@ class TaskRunner:
     @contextlib.asynccontextmanager
     async def lifespan(self, server: MCPServer):
         if self.users == 0:
-            for task_id in self.store.mark_interrupted_orphans():
+            for task_id in self.store.sweep_orphans():
                 log.warning("task %s was interrupted by a server stop", task_id)
+            with contextlib.suppress(Exception):  # not a git repository: nothing to clean
+                for branch in await anyio.to_thread.run_sync(remove_stale_worktrees, open_git(self.repo.root)):
+                    log.warning("removed the worktree and branch %s of an interrupted run", branch)
         self.users += 1
         try:
             yield self
@@ -113,21 +122,22 @@ class TaskRunner:
             with anyio.move_on_after(grace_s), anyio.CancelScope(shield=True):
                 await asyncio.gather(*(task for _, task in tasks), return_exceptions=True)
 
-    def _spec(self, task: str, test_cmd: str | None, max_steps: int | None, branch: str) -> JobSpec:
+    def _spec(self, task: str, test_cmd: str | None, max_steps: int | None, branch: str, apply: bool) -> JobSpec:
         try:
             timeout_s = float(os.environ.get("M2_MCP_TASK_TIMEOUT", "1800"))
         except ValueError:
             raise SDKToolError("M2_MCP_TASK_TIMEOUT must be a number of seconds") from None
         limits = Limits(max_steps=max_steps or 50, timeout_s=timeout_s)
         return JobSpec(repo=self.repo.root, task=task or DEFAULT_TASK, test_cmd=test_cmd or DEFAULT_TEST_CMD,
-                       branch=branch, limits=limits)
+                       branch=branch, from_snapshot=True, apply_result=apply, limits=limits)
 
     def create(self, task: str, test_cmd: str | None, max_steps: int | None, branch: str | None) -> tuple[dict, Job]:
         record = self.store.create(self.repo.root, task or DEFAULT_TASK,
                                    {"test_cmd": test_cmd, "max_steps": max_steps or 50, "branch": branch})
+        apply = not branch  # without a branch of its own, a fixed result comes back to the working tree
         branch = branch or f"m2/task-{record['id'][2:]}"
         try:
-            job = Job(self._spec(task, test_cmd, max_steps, branch), ModelClient(endpoints_from()))
+            job = Job(self._spec(task, test_cmd, max_steps, branch, apply), ModelClient(endpoints_from()))
         except (M2Error, SDKToolError) as exc:
             self.store.update(record["id"], status="error", result=None,
                               progress={"message": str(exc)})
@@ -191,14 +201,15 @@ class TaskRunner:
         if dumped is not None:
             dumped["status"] = final if final != "interrupted" else dumped["status"]
         self.store.update(task_id, status=final, result=dumped,
+                          branch=dumped["branch"] if dumped is not None else record.get("branch"),
                           checkpoint=job.checkpoint if job is not None else None,
                           progress={"message": f"finished: {final}"})
-        if dumped is not None:
-            with contextlib.suppress(Exception):
-                from m2_mcp.ledger import record_run
+        with contextlib.suppress(Exception):  # the ledger is bookkeeping; never fail a task over it
+            from m2_mcp.ledger import record_run
 
-                record_run(dumped, task=record["task"], repo=record["repo"], source="mcp",
-                           started_at=started_at or record["created_at"], duration_s=duration, run_id=task_id)
+            row = dumped or {"status": final, "branch": None, "summary": f"{final} before a result"}
+            record_run({**row, "status": final}, task=record["task"], repo=record["repo"], source="mcp",
+                       started_at=started_at or record["created_at"], duration_s=duration, run_id=task_id)
 
     def start_background(self, task_id: str, job: Job) -> None:
         self.background[task_id] = asyncio.get_running_loop().create_task(self._background(task_id, job))
@@ -238,7 +249,7 @@ def register(runner: TaskRunner):
     def hook(server: MCPServer) -> None:
         async def m2_task(ctx: Context, task: str, test_cmd: str | None = None, max_steps: int | None = None,
                           branch: str | None = None, background: bool = False) -> TaskOutput:
-            """Delegate a coding task to MiniMax-M2: it edits code and runs the tests until they pass or a budget ends. Runs on its own git branch (your working tree is untouched); returns status, test counts, diff and branch. Sends progress while it runs; with background=true returns a task_id at once (poll m2_task_status)."""
+            """Delegate a coding task to MiniMax-M2: it edits code and runs the tests until they pass or a budget ends. It starts from your current files (uncommitted ones included) in a separate worktree, and a fixed result is merged into your working tree (applied=true; `m2-mcp undo` takes it back); if you changed the same lines meanwhile nothing is overwritten (applied=false, conflicts, patch, branch). With branch=NAME the result stays on that branch. Sends progress while it runs; with background=true returns a task_id at once (poll m2_task_status)."""
             if max_steps is not None and max_steps < 1:
                 raise SDKToolError("max_steps must be at least 1")
             try:  # a dead endpoint or a wrong model name: a one-line tool error in a second, no task

@@ -3,7 +3,8 @@
 WAL mode plus a busy timeout lets several processes (a CLI run, two IDE servers)
 write at once. The schema is versioned with `PRAGMA user_version`: to change it,
 append a step to MIGRATIONS; each step upgrades the previous version by one.
-Days are local calendar days.
+Days are local calendar days. `status` is a result status, or `interrupted` for a task
+whose server stopped (or was killed) before it finished.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def _proc_stat(pid: int) -> list[str] | None:
         return None
 
 
-def _pid_start(pid: int) -> str | None:
+def pid_start(pid: int) -> str | None:
     """The kernel's start time of `pid` (Linux), to tell a live owner from a reused pid."""
     fields = _proc_stat(pid)
     return fields[19] if fields else None
@@ -72,14 +72,18 @@ def _pid_start(pid: int) -> str | None:
 
 def _alive(owner: dict) -> bool:
     """Whether the owner process still runs (and is the same process, where /proc tells)."""
-    pid = owner.get("pid")
+    return process_alive(owner.get("pid"), owner.get("pid_start"))
+
+
+def process_alive(pid, start: str | None = None) -> bool:
+    """Whether process `pid` runs and (where /proc tells, and `start` is given) started at `start`."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     if os.path.exists("/proc/self/stat"):
         fields = _proc_stat(pid)
         if fields is None or fields[0] in ("Z", "X"):  # gone, or a zombie that runs nothing
             return False
-        return owner.get("pid_start") in (None, fields[19])
+        return start in (None, fields[19])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -136,7 +140,7 @@ class TaskStore:
                 "params": {"test_cmd": params.get("test_cmd"), "max_steps": params.get("max_steps"),
                            "branch": params.get("branch")},
                 "status": "queued", "created_at": time.time(), "started_at": None, "finished_at": None,
-                "owner": {"pid": os.getpid(), "instance": self.instance, "pid_start": _pid_start(os.getpid())},
+                "owner": {"pid": os.getpid(), "instance": self.instance, "pid_start": pid_start(os.getpid())},
                 "progress": {"step": 0, "max_steps": params.get("max_steps"), "message": "queued",
                              "tests_passed": None, "tests_failed": None},
                 "checkpoint": None, "branch": params.get("branch"), "result": None,
@@ -202,7 +206,7 @@ class TaskStore:
             if record.get("status") not in ("queued", "running"):
                 continue
             owner = record.get("owner") or {}
-            ours = owner.get("pid") == os.getpid() and owner.get("pid_start") == _pid_start(os.getpid())
+            ours = owner.get("pid") == os.getpid() and owner.get("pid_start") == pid_start(os.getpid())
             if (ours and owner.get("instance") != self.instance) or (not ours and not _alive(owner)):
                 with self._locked():
                     current = self._read(self.root / f"{record['id']}.json")
@@ -213,6 +217,25 @@ class TaskStore:
                                            "message": "interrupted: the server that ran this task stopped"}
                     self._write(current)
                 marked.append(record["id"])
+        return marked
+
+    def sweep_orphans(self) -> list[str]:
+        """`mark_interrupted_orphans`, and a ledger row for each task it marks (so `m2-mcp runs`
+        lists interrupted tasks too); returns their ids."""
+        from m2_mcp.ledger import record_run
+
+        marked = self.mark_interrupted_orphans()
+        for task_id in marked:
+            record = self.get(task_id)
+            if record is None:
+                continue
+            started = record.get("started_at") or record.get("created_at") or time.time()
+            with contextlib.suppress(Exception):  # the ledger is bookkeeping
+                record_run({"status": "interrupted", "branch": None,
+                            "summary": "interrupted: the server that ran this task stopped"},
+                           task=record.get("task") or "", repo=record.get("repo") or ".", source="mcp",
+                           started_at=started, duration_s=max(0.0, (record.get("finished_at") or started) - started),
+                           run_id=task_id)
         return marked
 
     async def wait(self, task_id: str, timeout_s: float, poll_s: float = 0.2) -> dict | None:

@@ -45,6 +45,8 @@ CALLS = [
     ("multi_edit", {"edits": [{"path": f"pkg/mod_{i:03d}.py", "old_string": "needle", "new_string": "pin",
                                "replace_all": True} for i in range(1, 30)]}),
     ("write_file", {"path": "out.txt", "content": "x\n" * 100000}),
+    ("apply_patch", {"patch": "".join(f"diff --git a/new_{i:04d}.txt b/new_{i:04d}.txt\nnew file mode 100644\n"
+                                      f"--- /dev/null\n+++ b/new_{i:04d}.txt\n@@ -0,0 +1 @@\n+x\n" for i in range(1000))}),
 ]
 
 

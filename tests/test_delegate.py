@@ -51,7 +51,7 @@ def env_for(m2, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])
-async def test_m2_task_reports_progress_and_fixes_on_a_branch(repo: Path, tmp_path: Path, transport: str):
+async def test_m2_task_reports_progress_and_applies_the_fix(repo: Path, tmp_path: Path, transport: str):
     status_before = git(repo, "status", "--porcelain")
     progress: list[tuple[float, float | None, str | None]] = []
 
@@ -76,10 +76,11 @@ async def test_m2_task_reports_progress_and_fixes_on_a_branch(repo: Path, tmp_pa
     assert not result.is_error, result.content
     out = result.structured_content
     assert out["status"] == "fixed" and out["files_changed"] == ["calc.py"]
-    assert out["branch"].startswith("m2/task-") and out["task_id"].startswith("t-")
-    assert "return a + b" in git(repo, "show", f"{out['branch']}:calc.py")
-    assert git(repo, "status", "--porcelain") == status_before  # the user's tree is untouched
-    assert (repo / "calc.py").read_text() == BUGGY["calc.py"]
+    assert out["applied"] is True and out["conflicts"] == [] and out["task_id"].startswith("t-")
+    assert out["branch"] is None and git(repo, "branch", "--list", "m2/*") == ""  # applied: no branch left
+    assert "+    return a + b" in Path(out["patch"]).read_text()
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"  # the fix is in the working tree
+    assert git(repo, "status", "--porcelain") == " M calc.py\n" + status_before
     assert len(progress) >= 4
     messages = [m for _, _, m in progress if m]
     assert any("M2 is thinking" in m for m in messages) and any("edit_file" in m for m in messages)
@@ -97,13 +98,18 @@ async def test_cancel_stops_the_run_and_its_processes(repo: Path, tmp_path: Path
     with start_standin({"scripts": [{"turns": slow}]}, tmp_path) as m2:
         env = env_for(m2, tmp_path)
         async with connect(stdio_params(repo, env=env), mode="legacy") as client:
-            started = time.monotonic()
-            with anyio.move_on_after(2.5):
+            async with anyio.create_task_group() as tg:
+
+                async def cancel_once_the_shell_runs() -> None:
+                    for _ in range(600):  # the pidfile is written as soon as the shell starts
+                        if pidfile.exists() and pidfile.read_text().strip():
+                            break
+                        await anyio.sleep(0.1)
+                    tg.cancel_scope.cancel()  # the client drops the call
+
+                tg.start_soon(cancel_once_the_shell_runs)
                 await client.call_tool("m2_task", {"task": "make the failing tests pass"})
-            for _ in range(100):  # the pidfile is written as soon as the shell starts
-                if pidfile.exists() and pidfile.read_text().strip():
-                    break
-                await anyio.sleep(0.1)
+            started = time.monotonic()
             pid = int(pidfile.read_text())
             for _ in range(100):
                 if pid_gone(pid):
@@ -146,13 +152,12 @@ async def test_background_task_polled_to_completion_and_two_at_once(repo: Path, 
                 unknown = await client.call_tool("m2_task_status", {"task_id": "t-00000000"})
     assert unknown.is_error
     assert [f["status"] for f in finals] == ["fixed", "fixed"]
-    branches = [f["branch"] for f in finals]
-    assert len(set(branches)) == 2
     for f in finals:
         assert f["result"]["status"] == "fixed" and f["result"]["files_changed"] == ["calc.py"]
-        assert "return a + b" in git(repo, "show", f"{f['branch']}:calc.py")
-    assert git(repo, "status", "--porcelain") == "?? notes.txt\n"
-    assert (repo / "calc.py").read_text() == BUGGY["calc.py"]
+        assert f["result"]["applied"] is True and f["result"]["branch"] is None and f["branch"] is None
+    assert git(repo, "status", "--porcelain") == " M calc.py\n?? notes.txt\n"
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return a + b\n"
+    assert git(repo, "branch", "--list", "m2/*") == "" and "m2-worktrees" not in git(repo, "worktree", "list")
     runs = json.loads(run_cli("runs", "--json", env={"M2_MCP_HOME": str(tmp_path / "state")}).stdout)
     assert sorted(r["status"] for r in runs) == ["fixed", "fixed"]
 
@@ -165,12 +170,13 @@ async def test_killed_server_reports_interrupted_after_restart(repo: Path, tmp_p
             async with connect(url, mode="legacy") as client:
                 started = await client.call_tool("m2_task", {"task": "make the failing tests pass", "background": True})
                 task_id = started.structured_content["task_id"]
-                for _ in range(50):
+                for _ in range(300):  # running, and past the test run before (its worktree exists)
                     running = await client.call_tool("m2_task_status", {"task_id": task_id})
-                    if running.structured_content["status"] == "running":
+                    if running.structured_content["progress"].get("message", "").startswith(("tests", "step")):
                         break
                     await anyio.sleep(0.1)
                 assert running.structured_content["status"] == "running"
+                assert "m2-worktrees" in git(repo, "worktree", "list")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
         with start_http_server(repo, "http", env=env) as (url, _):
@@ -179,6 +185,11 @@ async def test_killed_server_reports_interrupted_after_restart(repo: Path, tmp_p
     assert status.structured_content["status"] == "interrupted"
     assert (repo / "notes.txt").read_text() == "the user's untracked work\n"
     assert git(repo, "status", "--porcelain") == "?? notes.txt\n"
+    # the killed run's worktree and branch are gone, so nothing keeps the branch checked out
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "branch", "--list", "m2/*") == ""
+    runs = json.loads(run_cli("runs", "--json", env={"M2_MCP_HOME": str(tmp_path / "state")}).stdout)
+    assert [(r["id"], r["status"]) for r in runs] == [(task_id, "interrupted")]
 
 
 async def test_sse_background_task_outlives_the_client_that_started_it(repo: Path, tmp_path: Path):
@@ -193,3 +204,4 @@ async def test_sse_background_task_outlives_the_client_that_started_it(repo: Pat
                     if status.structured_content["status"] not in ("queued", "running"):
                         break
     assert status.structured_content["status"] == "fixed"
+    assert status.structured_content["result"]["applied"] is True

@@ -71,6 +71,7 @@ def test_fixes_a_bug_and_keeps_thinking(buggy: Path, tmp_path: Path, tool_parser
     assert (buggy / "calc.py").read_text().splitlines()[1] == "    return a + b"
     assert result["steps"] == 4 and result["tool_calls"] == 3
     assert result["branch"] is None and result["commits"] == []
+    assert result["applied"] is True and result["patch"] is None and result["conflicts"] == []  # made in place
     assert result["summary"] == "Fixed add() to return a + b."
     # usage is the exact sum of what the server reported; cost at the default list prices
     assert result["usage"]["prompt_tokens"] == 5200 and result["usage"]["completion_tokens"] == 170
@@ -91,7 +92,7 @@ def test_fixes_a_bug_and_keeps_thinking(buggy: Path, tmp_path: Path, tool_parser
     assert "Repository map" in task and "def add(a, b):" in task  # the compact map of the repo
     tool_names = {t["function"]["name"] for t in requests[0]["tools"]}
     assert tool_names == {"read_file", "write_file", "edit_file", "multi_edit", "search", "find_files",
-                          "repo_map", "run_tests", "shell"}
+                          "repo_map", "run_tests", "shell", "apply_patch"}
     assert requests[0]["temperature"] == 1.0 and requests[0]["top_p"] == 0.95 and requests[0]["top_k"] == 40
     # progress lines on stderr, one per step
     assert "[step 2/50] edit_file" in proc.stderr
@@ -227,6 +228,11 @@ def test_branch_leaves_the_checkout_untouched(buggy: Path, tmp_path: Path):
     assert (buggy / "calc.py").read_text() == BUGGY["calc.py"]
     assert "return a + b" in git(buggy, "show", "m2/fix-add:calc.py")
     assert result["commits"] == [git(buggy, "rev-parse", "m2/fix-add").strip()]
+    assert result["applied"] is None and result["patch"] is None
+    # the commit carries the repo's configured identity and an m2-mcp trailer
+    author, body = git(buggy, "log", "-1", "--format=%an <%ae>|%cn <%ce>%n%B", "m2/fix-add").split("\n", 1)
+    assert author == "Test <test@example.com>|Test <test@example.com>"
+    assert body.rstrip().endswith("Generated-by: m2-mcp") and "m2-mcp@localhost" not in body
     assert git(buggy, "worktree", "list").count("\n") == 1  # the temporary worktree is gone
     # the same branch again is a usage error
     again, _ = fix(buggy, "http://127.0.0.1:9/v1", "--branch", "m2/fix-add")

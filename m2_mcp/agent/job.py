@@ -20,9 +20,11 @@ from m2_mcp.agent.loop import Emit, Limits, Loop, LoopState, emit_event
 from m2_mcp.agent.model_client import ModelClient
 from m2_mcp.agent.result import RunResult, TestCounts, Usage
 from m2_mcp.errors import UsageError
+from m2_mcp.home import state_dir
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.tools.testing import TestRun, not_runnable, run_test_command
 from m2_mcp.workspace import TestGuard, Workspace, close_checkpoint
+from m2_mcp.workspace.patch import MergeOutcome, merge_into_worktree
 
 DEFAULT_TASK = "make the failing tests pass"
 REPO_MAP_TOKENS = 1024
@@ -36,6 +38,8 @@ class JobSpec:
     task: str = DEFAULT_TASK
     test_cmd: str = DEFAULT_TEST_CMD
     branch: str | None = None
+    from_snapshot: bool = False  # with branch: start from the user's working tree, not HEAD (m2_task)
+    apply_result: bool = False  # with branch: a fixed result is merged into the user's working tree (m2_task)
     allow_test_edits: bool = False
     limits: Limits = field(default_factory=Limits)
     test_timeout: float = 600.0
@@ -71,7 +75,9 @@ class Job:
 
     def __init__(self, spec: JobSpec, client: ModelClient, emit: Emit | None = None):
         self.spec, self.client, self.emit = spec, client, emit
-        self.workspace = Workspace(spec.repo, spec.branch)  # UsageError for a bad repo or branch
+        # UsageError for a bad repo or branch
+        self.workspace = Workspace(spec.repo, spec.branch, from_snapshot=spec.from_snapshot)
+        self.applied_checkpoint: str | None = None  # taken before a result was merged into the user's tree
         self.loop: Loop | None = None
         self.guard: TestGuard | None = None
         self.cancelled = False
@@ -84,7 +90,7 @@ class Job:
     @property
     def checkpoint(self) -> str | None:
         cp = self.workspace.checkpoint
-        return cp.ref if cp else None
+        return cp.ref if cp else self.applied_checkpoint
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -181,35 +187,72 @@ class Job:
             self.guard.revert_changes()
         files, diff = ws.changes()
         self._close_checkpoint()
-        commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
-        branch = ws.branch if commits else None
-        ws.finish(keep_branch=bool(commits))
         errors = self.errors + list(state.errors)
-        if state.stop == "cancelled":
-            status = "cancelled"
-        elif state.steps == 0 and before.exit_code == 0:
-            status = "already_passing"
-        elif state.stop == "endpoint":
-            status = "error"
+        status = _status(state, before, after, files, passed_before, errors)
+        if status == "error":
             self.endpoint_failed = True
-        elif after.exit_code == 0 and _total(after) < _total(before):
-            status = "failed"
-            errors.append(f"test count dropped from {_total(before)} to {_total(after)}")
-        elif after.exit_code == 0:
-            status = "already_passing" if passed_before and not files else "fixed"
-        elif state.stop in BUDGET_STOPS:
-            status = "budget_exhausted"
-        else:
-            status = "failed"
+        commits = ws.commit(f"m2-mcp: {self.spec.task}\n\n{summary[:2000]}") if files else []
+        applied, patch, conflicts = self._deliver(status, files, errors)
+        keep = bool(commits) and not applied
+        branch = ws.branch if keep else None
+        ws.finish(keep_branch=keep)
         metrics.RUNS.labels(status=status).inc()
         self.result = RunResult(
             status=status, tests_before=before, tests_after=after, files_changed=files, diff=diff,
             branch=branch, commits=commits, steps=state.steps, tool_calls=state.tool_calls,
             usage=Usage(prompt_tokens=state.prompt_tokens, completion_tokens=state.completion_tokens,
                         cost_usd=state.cost(limits)),
-            errors=errors, summary=summary,
+            errors=errors, summary=summary, applied=applied, patch=patch, conflicts=conflicts,
         )
         return self.result
+
+    def _deliver(self, status: str, files: list[str], errors: list[str]) -> tuple[bool | None, str | None, list[str]]:
+        """(applied, patch, conflicts): where the run's change goes.
+
+        In the user's tree (`fix`): it is there already. On a branch (`--branch`, `m2_task`
+        with `branch`): it stays there. `m2_task` without `branch`: saved as a patch, and if
+        the run is `fixed`, merged 3-way into the user's working tree after a checkpoint."""
+        ws = self.workspace
+        if not files:
+            return None, None, []
+        if ws.worktree is None:
+            return True, None, []
+        if not self.spec.apply_result:
+            return None, None, []
+        name = ws.branch.replace("/", "-")
+        patch = str(ws.save_patch(state_dir() / "patches" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.patch"))
+        kept = f"the change is kept in {patch} and on branch {ws.branch}"
+        if status != "fixed":
+            errors.append(f"not applied to your working tree (the run ended {status}); {kept}")
+            return False, patch, []
+        try:
+            outcome = merge_into_worktree(ws.user_root, ws.base, ws.result_tree, f"before applying {ws.branch}")
+        except Exception as exc:  # never lose the change over a failed merge
+            outcome = MergeOutcome(False, error=f"{type(exc).__name__}: {exc}")
+        if outcome.applied:
+            self.applied_checkpoint = outcome.checkpoint
+            return True, patch, []
+        reason = (f"you changed {', '.join(outcome.conflicts)} meanwhile, where the change collides with yours"
+                  if outcome.conflicts else outcome.error)
+        errors.append(f"not applied to your working tree: {reason}; nothing was overwritten; {kept}")
+        return False, patch, outcome.conflicts
+
+
+def _status(state: LoopState, before: TestCounts, after: TestCounts, files: list[str], passed_before: bool,
+            errors: list[str]) -> str:
+    """The run's status from how the loop stopped and the test runs before and after."""
+    if state.stop == "cancelled":
+        return "cancelled"
+    if state.steps == 0 and before.exit_code == 0:
+        return "already_passing"
+    if state.stop == "endpoint":
+        return "error"
+    if after.exit_code == 0 and _total(after) < _total(before):
+        errors.append(f"test count dropped from {_total(before)} to {_total(after)}")
+        return "failed"
+    if after.exit_code == 0:
+        return "already_passing" if passed_before and not files else "fixed"
+    return "budget_exhausted" if state.stop in BUDGET_STOPS else "failed"
 
 
 def check_test_command(run: TestRun, test_cmd: str, allow_test_edits: bool = False) -> None:

@@ -30,6 +30,13 @@ class RunResult(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     errors: list[str] = Field(default_factory=list)
     summary: str = ""
+    # Where the change went (see README, "the result object"):
+    applied: bool | None = Field(default=None, description=(
+        "true: the change is in your working tree; false: there is a change that was not applied (see conflicts, "
+        "errors, patch and branch); null: nothing to apply, or the result stays on its branch"))
+    patch: str | None = Field(default=None, description="path of the saved patch (m2_task without branch), else null")
+    conflicts: list[str] = Field(default_factory=list, description=(
+        "files you changed meanwhile where the change collides with yours; non-empty means not applied"))
 
 
 def exit_code_for(result: RunResult, endpoint_failed: bool = False) -> int:

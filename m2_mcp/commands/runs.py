@@ -44,6 +44,7 @@ def run(args) -> int:
             return 1
         return 0
 
+    _sweep_interrupted()
     runs = ledger.list_runs(args.limit, args.repo, with_result=args.json)
     if args.json:
         print(json.dumps(runs, indent=2))
@@ -54,6 +55,16 @@ def run(args) -> int:
         print(f"No runs recorded yet{where} (ledger: {ledger.ledger_path()}). "
               "Runs of 'm2-mcp fix' and the m2_task tool are recorded here.")
     return 0
+
+
+def _sweep_interrupted() -> None:
+    """Tasks whose server died (killed, crashed) are recorded as `interrupted` before listing."""
+    import contextlib
+
+    from m2_mcp.taskstore import TaskStore
+
+    with contextlib.suppress(Exception):  # listing must work even if the task state is unreadable
+        TaskStore().sweep_orphans()
 
 
 def _tokens(n: int) -> str:

@@ -78,7 +78,7 @@ def tool(*, for_agent: bool = True, read_only: bool = True) -> Callable[[Callabl
 
 def load_all() -> dict[str, ToolSpec]:
     """Import every tool module so the registry is complete."""
-    from m2_mcp.tools import files, git, repomap, search, shell, testing  # noqa: F401
+    from m2_mcp.tools import files, git, patch, repomap, search, shell, testing  # noqa: F401
 
     return REGISTRY
 

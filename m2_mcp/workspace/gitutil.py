@@ -1,5 +1,6 @@
-"""Shared git helpers for the workspace layer: opening the repository, the identity and
-pathspecs every commit of ours uses."""
+"""Shared git helpers for the workspace layer: opening the repository, the identities and
+pathspecs our commits use (checkpoints: m2-mcp's; commits made for the user: the user's,
+with an m2-mcp trailer)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,23 @@ def run_git(root: Path | str, *args: str, input: bytes | None = None, env: dict[
         reason = proc.stderr.decode(errors="replace").strip().splitlines()
         raise GitError(f"git {args[0]} failed in {root}: {reason[-1][:300] if reason else f'exit {proc.returncode}'}")
     return proc.stdout
+
+
+TRAILER = "Generated-by: m2-mcp"
+_IDENTITY_ENV = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+
+
+def user_author_env(g: git.Repo) -> dict[str, str]:
+    """The identity for commits made for the user: the repo's configured user.name/user.email
+    (git's own environment variables win, as with any git commit), else m2-mcp's."""
+    reader = g.config_reader()
+    name = reader.get_value("user", "name", "") or AUTHOR_ENV["GIT_AUTHOR_NAME"]
+    email = reader.get_value("user", "email", "") or AUTHOR_ENV["GIT_AUTHOR_EMAIL"]
+    values = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+              "GIT_COMMITTER_EMAIL": email}
+    return {key: str(value) for key, value in values.items() if not os.environ.get(key)}
+
+
+def with_trailer(message: str) -> str:
+    """A commit message ending in the m2-mcp trailer paragraph."""
+    return f"{message.rstrip()}\n\n{TRAILER}\n"
