@@ -240,7 +240,7 @@ def serve_http(server: MCPServer, transport: str, host: str, port: int, token: s
         access_log=False,
         lifespan="on" if transport == "http" else "off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        backlog=min(limit, 2048),
+        backlog=max(8, min(128, limit // 2)),  # also how many connections one accept round takes
     )
     # uvicorn re-raises the signal that stopped it; with these handlers that re-raise is a no-op.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -261,7 +261,7 @@ def connection_limit() -> int:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except (ValueError, OSError):
             pass
-    return max(8, min(MAX_CONNECTIONS, (soft - 64) // 2))
+    return max(8, min(MAX_CONNECTIONS, (soft - 128) // 2))
 
 
 def capped_protocol(limit: int) -> type:
@@ -290,7 +290,8 @@ def capped_protocol(limit: int) -> type:
 
 class RepeatFilter(logging.Filter):
     """Pass a kind of message (logger + template) once per LOG_INTERVAL_S; the next one that passes
-    says how many were held back. Repeats lose their traceback, so a flood costs one line per interval."""
+    says how many were held back. Unless --debug, a traceback becomes one line (`Type: message`),
+    so a flood costs one line per kind and interval."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -308,9 +309,15 @@ class RepeatFilter(logging.Filter):
             self.seen[key] = (now, 0)
             if len(self.seen) > 1000:
                 self.seen.clear()
-        if held:
-            record.msg = f"{record.msg} (and {held} more like it in the last {now - last:.0f} s)"
-            record.exc_info = record.exc_text = None
+        if (record.exc_info and logging.getLogger().level > logging.DEBUG) or held:
+            message = record.getMessage()
+            if record.exc_info and logging.getLogger().level > logging.DEBUG:
+                exc = record.exc_info[1]
+                message += f" ({type(exc).__name__}: {exc})"
+                record.exc_info = record.exc_text = None
+            if held:
+                message += f" (and {held} more like it in the last {now - last:.0f} s)"
+            record.msg, record.args = message, ()
         return True
 
 
