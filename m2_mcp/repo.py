@@ -52,6 +52,9 @@ class Repo:
             raise ToolError("path must be a non-empty string")
         if "\x00" in path:
             raise ToolError("path contains a NUL byte")
+        if len(path.encode("utf-8", "surrogateescape")) > 4000 or any(
+                len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.split("/")):
+            raise ToolError("path too long: a file name has at most 255 bytes, a path at most 4000")
         candidate = Path(path).expanduser()
         if not candidate.is_absolute():
             candidate = self.root / candidate

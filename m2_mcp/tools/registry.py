@@ -122,19 +122,26 @@ async def call(repo: Repo, name: str, arguments: dict[str, Any] | None) -> dict[
     except ValidationError as exc:
         raise ToolError(validation_message(exc)) from None
     kwargs = {p.name: getattr(args, p.name) for p in spec.params}
-    if inspect.iscoroutinefunction(spec.fn):
-        result = await spec.fn(repo, **kwargs)
-    else:
-        global _limiter
-        _limiter = _limiter or anyio.CapacityLimiter(_TOOL_THREADS)
-        with anyio.move_on_after(TOOL_TIMEOUT_S) as scope:
-            result = await anyio.to_thread.run_sync(lambda: spec.fn(repo, **kwargs), abandon_on_cancel=True,
-                                                    limiter=_limiter)
-        if scope.cancelled_caught:
-            raise ToolError(f"{name} timed out after {TOOL_TIMEOUT_S}s")
+    try:
+        result = await _run(spec, repo, kwargs)
+    except OSError as exc:  # a file-system refusal the tool did not anticipate is still just a tool error
+        raise ToolError(f"{name} failed: {exc.strerror or exc}") from None
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
     return fit(result, budget.output_chars())
+
+
+async def _run(spec: ToolSpec, repo: Repo, kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(spec.fn):
+        return await spec.fn(repo, **kwargs)
+    global _limiter
+    _limiter = _limiter or anyio.CapacityLimiter(_TOOL_THREADS)
+    with anyio.move_on_after(TOOL_TIMEOUT_S) as scope:
+        result = await anyio.to_thread.run_sync(lambda: spec.fn(repo, **kwargs), abandon_on_cancel=True,
+                                                limiter=_limiter)
+    if scope.cancelled_caught:
+        raise ToolError(f"{spec.name} timed out after {TOOL_TIMEOUT_S}s")
+    return result
 
 
 def json_chars(text: str) -> int:
