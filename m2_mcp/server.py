@@ -33,7 +33,8 @@ SERVER_NAME = "m2-mcp"
 
 INSTRUCTIONS = (
     "m2-mcp: tools over one git repository (read, search, edit, run tests, shell, git state). "
-    "All paths are relative to the repository root; paths outside the root or inside .git/ are refused. "
+    "All paths are relative to the repository root; paths outside the root or inside any .git/ are refused, "
+    "and files in submodules or nested repositories are read-only. "
     "Errors come back as tool errors with a one-line reason."
 )
 
