@@ -429,12 +429,16 @@ async def test_find_files_bad_path_and_glob(repo: Repo, rg_mode: str):
     assert "invalid glob" in await refused(repo, "find_files", pattern="src/{a,b")
 
 
-def test_glob_regex_basics():
-    assert compile_glob("*.py").fullmatch("deep/er/x.py")
-    assert not compile_glob("src/*.py").fullmatch("src/a/x.py")
-    assert compile_glob("src/**/*.py").fullmatch("src/x.py")
-    assert compile_glob("[!a]*.py").fullmatch("b.py") and not compile_glob("[!a]*.py").match("a.py")
-    assert not compile_glob("build/").fullmatch("build/x")
+def test_glob_basics():
+    assert compile_glob("*.py").match("deep/er/x.py")
+    assert not compile_glob("src/*.py").match("src/a/x.py")
+    assert compile_glob("src/**/*.py").match("src/x.py")
+    assert compile_glob("[!a]*.py").match("b.py") and not compile_glob("[!a]*.py").match("a.py")
+    assert not compile_glob("build/").match("build/x")
+    assert compile_glob("build/", subtree=True).match("build/x") and compile_glob("*.{py,ts}").match("a/b.ts")
+    many = "*a" * 12 + "*b"  # past the regex threshold: the NFA path
+    assert compile_glob(many).match("a" * 12 + "b") and not compile_glob(many).match("a" * 3000)
+    assert compile_glob("**/x/*a*a*a*c", subtree=True).match("q/x/aaac/deeper/file")
 
 
 def test_umask_probe_matches_the_shell():

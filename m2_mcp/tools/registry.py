@@ -204,4 +204,4 @@ def _cut(text: str, room: int) -> str:
     ratio = max(1.0, json_chars(text) / max(1, len(text)))
     keep = max(0, int(room / ratio)) // 2
     omitted = len(text) - 2 * keep
-    return f"{text[:keep]}\n[... {omitted} characters cut to fit the output budget ...]\n{text[len(text) - keep:]}"
+    return f"{text[:keep]}\n[... truncated to fit the output budget: {omitted} characters omitted ...]\n{text[len(text) - keep:]}"
