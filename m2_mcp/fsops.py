@@ -39,8 +39,8 @@ def _refuse(shown: str, exc: OSError) -> ToolError:
     if exc.errno == errno.ENOENT:
         return Missing(f"file not found: {shown}")
     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        return ToolError(f"{shown}: a directory on the way is not a plain directory (it may have been replaced "
-                         "by a symlink while the call ran); nothing was done")
+        return ToolError(f"{shown}: a component of the path is not a directory (or was replaced by a symlink "
+                         "while the call ran); nothing was done")
     if exc.errno == errno.ENAMETOOLONG:
         return ToolError(f"{shown}: file name too long (at most 255 bytes per name)")
     return ToolError(f"{shown}: {exc.strerror or exc}")
