@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from m2_mcp import fsops
 from m2_mcp.errors import ToolError, UsageError
 
 DEFAULT_TEST_CMD = "python -m pytest -q"
@@ -36,18 +37,24 @@ class Repo:
         path = Path(root or os.environ.get("M2_REPO") or os.getcwd()).expanduser()
         if not path.is_dir():
             raise UsageError(f"repository path is not a directory: {path}")
-        return cls(path, **kw)
+        repo = cls(path, **kw)
+        fsops.clean_temp_files(repo.root)  # what a killed write left behind
+        return repo
 
     def resolve(self, path: str, *, write: bool = False) -> Path:
         """Resolve `path` (relative to the root; symlinks followed) or raise ToolError.
 
-        Refuses anything outside the root and anything inside `.git/`. With `write`,
-        also refuses test files when tests are protected.
+        Refuses anything outside the root and anything inside a `.git` at any depth. With
+        `write`, also refuses targets inside a submodule or nested repository (their changes
+        would escape this repo's checkpoints and diffs) and, when tests are protected, test files.
         """
         if not isinstance(path, str) or not path.strip():
             raise ToolError("path must be a non-empty string")
         if "\x00" in path:
             raise ToolError("path contains a NUL byte")
+        if len(path.encode("utf-8", "surrogateescape")) > 4000 or any(
+                len(part.encode("utf-8", "surrogateescape")) > 255 for part in path.split("/")):
+            raise ToolError("path too long: a file name has at most 255 bytes, a path at most 4000")
         candidate = Path(path).expanduser()
         if not candidate.is_absolute():
             candidate = self.root / candidate
@@ -56,14 +63,32 @@ class Repo:
             rel = resolved.relative_to(self.root)
         except ValueError:
             raise ToolError(f"path is outside the repository root: {path}") from None
-        if rel.parts and rel.parts[0] == ".git":
-            raise ToolError(f"path is inside .git/, which tools may not touch: {path}")
+        if any(part.lower() == ".git" for part in rel.parts):
+            raise ToolError(f"path is inside .git/ (at any depth), which tools may not touch: {path}")
+        if write:
+            self.refuse_nested(rel)
         if write and self.protect_tests and self.is_protected(rel.as_posix()):
             raise ToolError(
                 f"refused: {rel.as_posix()} is a test file or test configuration; fix the code, not the tests "
                 "(run with --allow-test-edits to permit test edits)"
             )
         return resolved
+
+    def nested_repo(self, rel: Path) -> str | None:
+        """The submodule or nested repository (repo-relative) that contains `rel`, if any."""
+        for i in range(1, len(rel.parts) + 1):
+            sub = rel.parts[:i]
+            if os.path.lexists(self.root.joinpath(*sub, ".git")):
+                return "/".join(sub)
+        return None
+
+    def refuse_nested(self, rel: Path) -> None:
+        sub = self.nested_repo(rel)
+        if sub is None:
+            return
+        what = "a git submodule" if os.path.isfile(self.root / sub / ".git") else "a nested git repository"
+        raise ToolError(f"refused: {rel.as_posix()} is inside {sub}/, {what}; its changes would not be in this "
+                        "repo's checkpoints or diff, so the file tools do not write there")
 
     def rel(self, path: Path) -> str:
         """The repo-relative POSIX form of an absolute path inside the root."""

@@ -33,7 +33,8 @@ SERVER_NAME = "m2-mcp"
 
 INSTRUCTIONS = (
     "m2-mcp: tools over one git repository (read, search, edit, run tests, shell, git state). "
-    "All paths are relative to the repository root; paths outside the root or inside .git/ are refused. "
+    "All paths are relative to the repository root; paths outside the root or inside any .git/ are refused, "
+    "and files in submodules or nested repositories are read-only. "
     "Errors come back as tool errors with a one-line reason."
 )
 
@@ -95,16 +96,27 @@ def make_wrapper(repo: Repo, spec: ToolSpec) -> Callable[..., Any]:
 
 
 class M2Server(MCPServer):
-    """MCPServer whose argument-validation errors are one line, like every other tool error."""
+    """MCPServer whose every tool error is one bounded line, and which refuses unknown arguments
+    (the SDK would drop them silently; the agent's front door refuses them too)."""
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         try:
+            self._refuse_unknown(name, arguments)
             return await super().call_tool(name, arguments, context)
         except SDKToolError as exc:
             if isinstance(exc.__cause__, ValidationError):
                 message = registry.validation_message(exc.__cause__)
-                raise SDKToolError(f"Error executing tool {name}: {message}") from exc.__cause__
-            raise
+                raise SDKToolError(one_line(f"Error executing tool {name}: {message}")) from exc.__cause__
+            raise SDKToolError(one_line(str(exc)) or "tool failed") from None
+
+    def _refuse_unknown(self, name: str, arguments: dict[str, Any]) -> None:
+        tool = self._tool_manager.get_tool(name)
+        if tool is None or not isinstance(arguments, dict):
+            return
+        unknown = sorted(set(arguments) - set(tool.parameters.get("properties", {})))
+        if unknown:
+            problems = "; ".join(f"{key}: Extra inputs are not permitted" for key in unknown)
+            raise SDKToolError(f"Error executing tool {name}: invalid arguments: {problems}")
 
 
 def build_server(

@@ -5,7 +5,11 @@ HTTP rules (both HTTP transports):
 - with a token set, every request but `/health` needs `Authorization: Bearer <token>` (401);
 - a request whose `Origin` is not local is refused (403) on every bind, and on loopback
   binds the SDK also checks `Host` (421), which stops DNS-rebinding attacks;
-- `/health` answers `ok`, `/metrics` serves the Prometheus metrics.
+- on loopback binds every route (`/health` and `/metrics` too) checks `Host` (421);
+- `/health` answers `ok`, `/metrics` serves the Prometheus metrics;
+- at most MAX_CONNECTIONS connections are kept (more are closed at once), a connection that
+  sends nothing is closed after IDLE_TIMEOUT_S, and a repeated log message is written once per
+  LOG_INTERVAL_S with a count of the repeats, so a flood of clients cannot flood stderr.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import hmac
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
 import threading
+import time
 from urllib.parse import urlsplit
 
 from typing import TYPE_CHECKING
@@ -40,6 +46,9 @@ PATHS = {"sse": "/sse", "http": "/mcp"}
 OPEN_PATHS = ("/health",)  # answered without a token (still Origin-checked)
 _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 GRACEFUL_SHUTDOWN_S = 3  # HTTP: open SSE streams never finish on their own
+MAX_CONNECTIONS = 512  # lowered to fit the file-descriptor limit
+IDLE_TIMEOUT_S = 10  # a connection that sends no request in this time is closed
+LOG_INTERVAL_S = 10
 
 
 def is_loopback(host: str) -> bool:
@@ -72,11 +81,13 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 class Guard:
-    """ASGI middleware: refuse foreign Origins (403) and, with a token, missing/wrong bearers (401)."""
+    """ASGI middleware: refuse foreign Origins (403), on loopback binds foreign Hosts (421, every
+    route), and, with a token, missing/wrong bearers (401)."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, hosts: set[str] | None = None) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode() if token else None
+        self.hosts = hosts  # allowed Host names (port ignored); None: any
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.datastructures import Headers
@@ -93,6 +104,9 @@ class Guard:
         if origin is not None and not is_local_origin(origin):
             await PlainTextResponse("forbidden origin\n", status_code=403)(scope, receive, send)
             return
+        if self.hosts is not None and host_name(headers.get("host", "")) not in self.hosts:
+            await PlainTextResponse("invalid Host header\n", status_code=421)(scope, receive, send)
+            return
         if self.expected and scope.get("path") not in OPEN_PATHS and not self._authorized(headers):
             response = PlainTextResponse(
                 "unauthorized: send 'Authorization: Bearer <token>'\n",
@@ -108,6 +122,22 @@ class Guard:
         scheme, _, value = got.partition(" ")
         got_bytes = f"Bearer {value.strip()}".encode() if scheme.lower() == "bearer" else b""
         return hmac.compare_digest(got_bytes, self.expected or b"")
+
+
+def host_name(host: str) -> str:
+    """`Host` without its port: `127.0.0.1:8765` -> `127.0.0.1`, `[::1]:80` -> `[::1]`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def loopback_hosts(host: str) -> set[str] | None:
+    """Host names a loopback bind answers to (None for other binds: the Host is unknowable)."""
+    if not is_loopback(host):
+        return None
+    bound = f"[{host}]" if ":" in host else host
+    return {"127.0.0.1", "localhost", "[::1]", bound.lower()}
 
 
 def single_response(send: Send) -> Send:
@@ -136,12 +166,10 @@ def security_settings(host: str) -> TransportSecuritySettings:
     only our Guard's Origin check (and the token) apply."""
     from mcp.server.transport_security import TransportSecuritySettings
 
-    if not is_loopback(host):
+    hosts = loopback_hosts(host)
+    if hosts is None:
         return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-    names = ["127.0.0.1", "localhost", "[::1]"]
-    bound = f"[{host}]" if ":" in host else host
-    if bound not in names:
-        names.append(bound)
+    names = sorted(hosts)
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=[h for n in names for h in (n, f"{n}:*")],
@@ -173,7 +201,7 @@ def build_app(server: MCPServer, transport: str, host: str, token: str | None) -
         app = server.sse_app(sse_path=PATHS["sse"], transport_security=settings, host=host)
     else:
         app = server.streamable_http_app(streamable_http_path=PATHS["http"], transport_security=settings, host=host)
-    return Guard(app, token)
+    return Guard(app, token, loopback_hosts(host))
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -201,13 +229,18 @@ def serve_http(server: MCPServer, transport: str, host: str, port: int, token: s
     kind = "legacy SSE" if transport == "sse" else "streamable HTTP"
     sys.stderr.write(f"m2-mcp: serving MCP over {kind} at {url}{' (bearer token required)' if token else ''}\n")
     sys.stderr.flush()
+    limit = connection_limit()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RepeatFilter())
     config = uvicorn.Config(
         app,
+        http=capped_protocol(limit),
         log_config=None,  # our logging: stderr, quiet unless --debug
         log_level=logging.getLogger().level,
         access_log=False,
         lifespan="on" if transport == "http" else "off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        backlog=max(8, min(128, limit // 2)),  # also how many connections one accept round takes
     )
     # uvicorn re-raises the signal that stopped it; with these handlers that re-raise is a no-op.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -217,6 +250,75 @@ def serve_http(server: MCPServer, transport: str, host: str, port: int, token: s
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer if the open-file limit (raised to its hard cap) is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 65536, hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ValueError, OSError):
+            pass
+    return max(8, min(MAX_CONNECTIONS, (soft - 128) // 2))
+
+
+def capped_protocol(limit: int) -> type:
+    """uvicorn's h11 protocol, closing connections beyond `limit` at once and idle ones after IDLE_TIMEOUT_S."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class CappedProtocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
+            if len(self.connections) >= limit:
+                log.warning("too many connections (limit %d); closing new ones", limit)
+                transport.abort()
+                return
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(IDLE_TIMEOUT_S, self.timeout_keep_alive_handler)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self in self.connections:
+                super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self in self.connections:
+                super().data_received(data)
+
+    return CappedProtocol
+
+
+class RepeatFilter(logging.Filter):
+    """Pass a kind of message (logger + template) once per LOG_INTERVAL_S; the next one that passes
+    says how many were held back. Unless --debug, a traceback becomes one line (`Type: message`),
+    so a flood costs one line per kind and interval."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[str, str], tuple[float, int]] = {}
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:200])
+        now = time.monotonic()
+        with self.lock:
+            last, held = self.seen.get(key, (-LOG_INTERVAL_S, 0))
+            if now - last < LOG_INTERVAL_S:
+                self.seen[key] = (last, held + 1)
+                return False
+            self.seen[key] = (now, 0)
+            if len(self.seen) > 1000:
+                self.seen.clear()
+        if (record.exc_info and logging.getLogger().level > logging.DEBUG) or held:
+            message = record.getMessage()
+            if record.exc_info and logging.getLogger().level > logging.DEBUG:
+                exc = record.exc_info[1]
+                message += f" ({type(exc).__name__}: {exc})"
+                record.exc_info = record.exc_text = None
+            if held:
+                message += f" (and {held} more like it in the last {now - last:.0f} s)"
+            record.msg, record.args = message, ()
+        return True
 
 
 def serve_stdio(server: MCPServer) -> None:

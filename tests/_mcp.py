@@ -62,6 +62,7 @@ def start_http_server(
     host: str = "127.0.0.1",
     args: tuple[str, ...] = (),
     timeout: float = 30,
+    preexec_fn: Any = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run `m2-mcp serve --transport sse|http` on a free port; yields (endpoint URL, process).
 
@@ -74,6 +75,7 @@ def start_http_server(
         [sys.executable, "-m", "m2_mcp", "serve", "--transport", transport, "--host", host,
          "--port", str(port), "--repo", str(repo), *args],
         env=server_env(env), cwd=str(repo), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errlog,
+        preexec_fn=preexec_fn,
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -13,7 +13,10 @@ from conftest import make_repo
 from m2_mcp.errors import ToolError
 from m2_mcp.repo import Repo
 from m2_mcp.rg import find_rg
-from m2_mcp.tools import files, registry
+from m2_mcp.fsops import _umask
+from m2_mcp.globs import compile_glob
+from m2_mcp.tools import edits, registry
+from m2_mcp.tools.files import MAX_FOUND_FILES
 
 pytestmark = pytest.mark.anyio
 
@@ -277,12 +280,12 @@ def test_failed_write_midway_restores_written_files(repo: Repo):
     (root / "blocker").mkdir()
     (root / "blocker/keep.txt").write_text("k\n")  # os.replace onto a non-empty directory fails
     changes = [
-        files._FileChange(root / "calc.py", "calc.py", (root / "calc.py").read_text(), "changed\n"),
-        files._FileChange(root / "fresh/dir/new.py", "fresh/dir/new.py", None, "new\n"),
-        files._FileChange(root / "blocker", "blocker", "", "oops\n"),
+        edits._FileChange(root / "calc.py", "calc.py", (root / "calc.py").read_text(), "changed\n"),
+        edits._FileChange(root / "fresh/dir/new.py", "fresh/dir/new.py", None, "new\n"),
+        edits._FileChange(root / "blocker", "blocker", "", "oops\n"),
     ]
     with pytest.raises(ToolError, match="cannot write blocker"):
-        files._commit(changes)
+        edits._commit(repo, changes)
     assert snapshot(root) == {**before, "blocker/keep.txt": b"k\n"}
     assert not (root / "fresh").exists()
 
@@ -413,10 +416,10 @@ async def test_find_files_rg_and_fallback_agree(tree_repo: Repo, monkeypatch):
 async def test_find_files_caps_results(repo: Repo, rg_mode: str):
     many = repo.root / "many"
     many.mkdir()
-    for i in range(files.MAX_FOUND_FILES + 20):
+    for i in range(MAX_FOUND_FILES + 20):
         (many / f"f{i:04d}.txt").touch()
     out = await call(repo, "find_files", pattern="*.txt")
-    assert out["total"] == files.MAX_FOUND_FILES + 20 and len(out["files"]) == files.MAX_FOUND_FILES
+    assert out["total"] == MAX_FOUND_FILES + 20 and len(out["files"]) == MAX_FOUND_FILES
     assert out["truncated"] and "narrow" in out["note"] and out["files"][0] == "many/f0000.txt"
 
 
@@ -426,14 +429,18 @@ async def test_find_files_bad_path_and_glob(repo: Repo, rg_mode: str):
     assert "invalid glob" in await refused(repo, "find_files", pattern="src/{a,b")
 
 
-def test_glob_regex_basics():
-    assert files.glob_regex("*.py").fullmatch("deep/er/x.py")
-    assert not files.glob_regex("src/*.py").fullmatch("src/a/x.py")
-    assert files.glob_regex("src/**/*.py").fullmatch("src/x.py")
-    assert files.glob_regex("[!a]*.py").fullmatch("b.py") and not files.glob_regex("[!a]*.py").fullmatch("a.py")
-    assert not files.glob_regex("build/").fullmatch("build/x")
+def test_glob_basics():
+    assert compile_glob("*.py").match("deep/er/x.py")
+    assert not compile_glob("src/*.py").match("src/a/x.py")
+    assert compile_glob("src/**/*.py").match("src/x.py")
+    assert compile_glob("[!a]*.py").match("b.py") and not compile_glob("[!a]*.py").match("a.py")
+    assert not compile_glob("build/").match("build/x")
+    assert compile_glob("build/", subtree=True).match("build/x") and compile_glob("*.{py,ts}").match("a/b.ts")
+    many = "*a" * 12 + "*b"  # past the regex threshold: the NFA path
+    assert compile_glob(many).match("a" * 12 + "b") and not compile_glob(many).match("a" * 3000)
+    assert compile_glob("**/x/*a*a*a*c", subtree=True).match("q/x/aaac/deeper/file")
 
 
 def test_umask_probe_matches_the_shell():
     shell = subprocess.run(["sh", "-c", "umask"], capture_output=True, text=True, check=True).stdout
-    assert files._umask() == int(shell.strip(), 8)
+    assert _umask() == int(shell.strip(), 8)

@@ -8,14 +8,28 @@ schema from the signature, validates calls, and turns failures into `ToolError`s
 from __future__ import annotations
 
 import inspect
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import anyio
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from m2_mcp import budget
 from m2_mcp.errors import ToolError
 from m2_mcp.repo import Repo
+
+# A synchronous tool runs in a worker thread, at most this long (a timed-out or cancelled call
+# returns at once; the thread is abandoned). Tools never block on opens, so this is a backstop.
+TOOL_TIMEOUT_S = 300
+# Worker threads for tools: their own pool, so busy tools never starve the server's own threads
+# (the stdio transport reads stdin in one).
+_TOOL_THREADS = 16
+_limiter: anyio.CapacityLimiter | None = None
+# Room the tools leave in the output budget for the result's JSON structure.
+RESULT_RESERVE = 1000
 
 
 @dataclass
@@ -78,7 +92,7 @@ def tool(*, for_agent: bool = True, read_only: bool = True) -> Callable[[Callabl
 
 def load_all() -> dict[str, ToolSpec]:
     """Import every tool module so the registry is complete."""
-    from m2_mcp.tools import files, git, patch, repomap, search, shell, testing  # noqa: F401
+    from m2_mcp.tools import edits, files, git, patch, repomap, search, shell, testing  # noqa: F401
 
     return REGISTRY
 
@@ -108,10 +122,86 @@ async def call(repo: Repo, name: str, arguments: dict[str, Any] | None) -> dict[
     except ValidationError as exc:
         raise ToolError(validation_message(exc)) from None
     kwargs = {p.name: getattr(args, p.name) for p in spec.params}
-    if inspect.iscoroutinefunction(spec.fn):
-        result = await spec.fn(repo, **kwargs)
-    else:
-        result = await anyio.to_thread.run_sync(lambda: spec.fn(repo, **kwargs))
+    try:
+        result = await _run(spec, repo, kwargs)
+    except OSError as exc:  # a file-system refusal the tool did not anticipate is still just a tool error
+        raise ToolError(f"{name} failed: {exc.strerror or exc}") from None
     if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
+        result = result.model_dump(mode="json")
+    return fit(result, budget.output_chars())
+
+
+async def _run(spec: ToolSpec, repo: Repo, kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(spec.fn):
+        return await spec.fn(repo, **kwargs)
+    global _limiter
+    _limiter = _limiter or anyio.CapacityLimiter(_TOOL_THREADS)
+    with anyio.move_on_after(TOOL_TIMEOUT_S) as scope:
+        result = await anyio.to_thread.run_sync(lambda: spec.fn(repo, **kwargs), abandon_on_cancel=True,
+                                                limiter=_limiter)
+    if scope.cancelled_caught:
+        raise ToolError(f"{spec.name} timed out after {TOOL_TIMEOUT_S}s")
     return result
+
+
+def json_chars(text: str) -> int:
+    """Characters `text` takes inside a JSON string (escapes of control characters counted)."""
+    if text.isascii() and text.isprintable():
+        return len(text) + text.count('"') + text.count("\\")
+    return len(json.dumps(text, ensure_ascii=False)) - 2
+
+
+def text_chars(result: Any) -> int:
+    """Length of the text block an MCP client gets for `result` (the SDK's indented JSON)."""
+    return len(pydantic_core.to_json(result, indent=2).decode())
+
+
+def fit(result: Any, limit: int) -> Any:
+    """Shrink `result` until its JSON text fits in `limit` characters: cut the longest string
+    (head and tail kept, with a marker), or, when no string is long, drop the tail of the longest list.
+    Tools budget their own output; this is the backstop that makes the bound hold for every result."""
+    for _ in range(50):
+        excess = text_chars(result) - limit
+        if excess <= 0:
+            break
+        leaf = _largest(result, str)
+        if leaf and json_chars(leaf[0][leaf[1]]) > 2 * (excess + 200):
+            holder, key = leaf
+            holder[key] = _cut(holder[key], json_chars(holder[key]) - excess - 200)
+            continue
+        lists = _largest(result, list)
+        if lists is None or not lists[0][lists[1]]:
+            if leaf is None:
+                break
+            holder, key = leaf
+            holder[key] = _cut(holder[key], max(0, json_chars(holder[key]) - excess - 200))
+            continue
+        items = lists[0][lists[1]]
+        per_item = text_chars(items) / len(items)
+        del items[max(0, len(items) - math.ceil(excess / per_item)):]
+    return result
+
+
+def _largest(node: Any, kind: type) -> tuple[Any, Any] | None:
+    """(container, key) of the biggest `kind` value (by JSON size) anywhere in `node`."""
+    best: tuple[int, Any, Any] | None = None
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        pairs = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, value in pairs:
+            if isinstance(value, kind):
+                size = json_chars(value) if isinstance(value, str) else len(json.dumps(value, ensure_ascii=False))
+                if best is None or size > best[0]:
+                    best = (size, item, key)
+            if isinstance(value, (dict, list)):
+                stack.append(value)
+    return None if best is None else (best[1], best[2])
+
+
+def _cut(text: str, room: int) -> str:
+    """`text` cut to about `room` JSON characters, head and tail kept, with a marker."""
+    ratio = max(1.0, json_chars(text) / max(1, len(text)))
+    keep = max(0, int(room / ratio)) // 2
+    omitted = len(text) - 2 * keep
+    return f"{text[:keep]}\n[... truncated to fit the output budget: {omitted} characters omitted ...]\n{text[len(text) - keep:]}"

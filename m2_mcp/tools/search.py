@@ -6,22 +6,25 @@ import base64
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 import anyio
 from pydantic import BaseModel
 
-from m2_mcp import budget, proc
+from m2_mcp import budget, fsops, proc
 from m2_mcp.errors import ToolError
+from m2_mcp.globs import compile_glob
 from m2_mcp.repo import Repo
 from m2_mcp.rg import find_rg, list_files
-from m2_mcp.tools.files import glob_regex
-from m2_mcp.tools.registry import tool
+from m2_mcp.tools.files import in_git_dir
+from m2_mcp.tools.registry import RESULT_RESERVE, json_chars, tool
 
 MAX_RESULTS = 500
 MAX_CONTEXT = 10
 MAX_LINE_CHARS = 300
 SEARCH_TIMEOUT_S = 60
+FALLBACK_MAX_BYTES = 64 * 1024 * 1024  # the pure-Python fallback skips bigger files (it reads them whole)
 
 
 class SearchMatch(BaseModel):
@@ -59,8 +62,12 @@ async def search(
     if not pattern:
         raise ToolError("pattern must not be empty")
     target = repo.resolve(path)
-    if not target.exists():
-        raise ToolError(f"no such file or directory: {path}")
+    try:
+        mode = target.stat().st_mode
+    except OSError:
+        raise ToolError(f"no such file or directory: {path}") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise ToolError(f"{path} is {fsops.kind(mode)}, not a regular file; refused")
     context = max(0, min(context, MAX_CONTEXT))
     max_results = max(1, min(max_results, MAX_RESULTS))
     rg = find_rg()
@@ -85,9 +92,10 @@ class _Found:
 
 def _result(found: _Found, max_results: int) -> SearchResult:
     shown: list[SearchMatch] = []
-    room = budget.output_chars()
+    room = budget.output_chars() - RESULT_RESERVE
     for match in found.matches[:max_results]:
-        cost = 60 + len(match.path) + len(match.text) + sum(len(x) + 4 for x in match.before + match.after)
+        # what the match costs in the indented JSON text block
+        cost = 110 + json_chars(match.path) + json_chars(match.text) + sum(json_chars(x) + 10 for x in match.before + match.after)
         if cost > room and shown:
             break
         room -= cost
@@ -123,23 +131,32 @@ async def _search_rg(
     found = _Found()
     lines: dict[str, dict[int, str]] = {}  # path -> line number -> text, matches and context alike
     hits: list[tuple[str, int]] = []
-    summary = None
-    cut = False
-    for raw in result.stdout.splitlines():
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            cut = True  # proc's capture cap dropped the middle: keep only the head's matches
+    out = result.stdout
+    # Only the first `limit` matches (and their context) are parsed; the totals come from the
+    # summary, rg's last line. Skipping the rest is most of the difference to raw rg.
+    last_context = None  # after the last wanted match: (path, last context line wanted)
+    for raw in out.split("\n"):
+        if not raw.startswith(('{"type":"match"', '{"type":"context"')):
+            if last_context is not None and raw.startswith('{"type":"end"'):
+                break
             continue
-        kind, data = event.get("type"), event.get("data", {})
-        if kind in ("match", "context") and not cut:
-            rel = os.path.normpath(_text(data["path"]))
-            number = data["line_number"]
-            lines.setdefault(rel, {})[number] = _clip(_text(data["lines"]).removesuffix("\n").removesuffix("\r"))
-            if kind == "match":
-                hits.append((rel, number))
-        elif kind == "summary":
-            summary = data["stats"]
+        is_match = raw.startswith('{"type":"match"')
+        if last_context is not None and is_match:
+            break
+        try:
+            data = json.loads(raw)["data"]
+        except (ValueError, KeyError):
+            break  # proc's capture cap dropped the middle: keep only the head's matches
+        rel = os.path.normpath(_text(data["path"]))
+        number = data["line_number"]
+        if last_context is not None and (rel != last_context[0] or number > last_context[1]):
+            break
+        lines.setdefault(rel, {})[number] = _clip(_text(data["lines"]).removesuffix("\n").removesuffix("\r"))
+        if is_match:
+            hits.append((rel, number))
+            if len(hits) >= limit:
+                last_context = (rel, number + context)
+    summary = _summary(out)
     if summary is None:
         if result.exit_code == 2 or result.stderr.strip():
             raise ToolError(_rg_error(result.stderr))
@@ -160,11 +177,24 @@ async def _search_rg(
     return found
 
 
+def _summary(out: str) -> dict | None:
+    """The stats of rg's final `summary` event, if it is there."""
+    last = out.rstrip("\n").rpartition("\n")[2]
+    try:
+        event = json.loads(last)
+        return event["data"]["stats"] if event.get("type") == "summary" else None
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
 def rg_argv(
     rg: str, pattern: str, rel: str, glob: str | None, literal: bool, case_sensitive: bool, context: int
 ) -> list[str]:
-    """The ripgrep command line: JSON out, dotfiles in but never .git, sorted paths for stable results."""
-    argv = [rg, "--json", "--no-config", "--hidden", "--glob", "!.git", "--sort", "path"]
+    """The ripgrep command line: JSON out, dotfiles in but never a .git (at any depth), sorted paths.
+
+    `!.git` comes after the user's glob: rg gives the later glob precedence, so `*` cannot bring .git back.
+    """
+    argv = [rg, "--json", "--no-config", "--hidden", "--sort", "path"]
     argv.append("--case-sensitive" if case_sensitive else "--ignore-case")
     if literal:
         argv.append("--fixed-strings")
@@ -172,7 +202,7 @@ def rg_argv(
         argv += ["--context", str(context)]
     if glob:
         argv += ["--glob", glob]
-    return argv + ["--regexp", pattern, "--", rel]
+    return argv + ["--glob", "!.git", "--regexp", pattern, "--", rel]
 
 
 def _text(field: dict) -> str:
@@ -221,16 +251,6 @@ def _compile(pattern: str, literal: bool, case_sensitive: bool) -> re.Pattern[st
         raise ToolError(f"regex parse error: {exc}") from None
 
 
-def _glob_regex(glob: str, dirs: bool) -> re.Pattern[str]:
-    """A ripgrep `--glob` as a regex over repo-relative paths (the one translation: `files.glob_regex`).
-
-    With `dirs`, a glob naming a directory also matches everything under it (ripgrep does that
-    for excluding `!globs`, not for including ones).
-    """
-    base = glob_regex(glob.rstrip("/") if dirs else glob).pattern
-    return re.compile(f"(?:{base})" + ("(?:/.*)?$" if dirs else "$"))
-
-
 def _search_python(
     repo: Repo, target: Path, regex: re.Pattern[str], glob: str | None, context: int, limit: int
 ) -> _Found:
@@ -243,16 +263,20 @@ def _search_python(
         )
     # Like ripgrep: follow no symlinks found on the way (they may lead out of the repo), skip .git.
     named = [(f, f.relative_to(repo.root).as_posix()) for f in files if not f.is_symlink()]
-    named = [(f, rel) for f, rel in named if rel.split("/")[0] != ".git"]
+    named = [(f, rel) for f, rel in named if not in_git_dir(rel)]
     if glob:
         negate = glob.startswith("!")
-        globbed = _glob_regex(glob[1:] if negate else glob, dirs=negate)
-        named = [(f, rel) for f, rel in named if bool(globbed.match(rel)) != negate]
+        globbed = compile_glob(glob[1:] if negate else glob, subtree=negate)
+        named = [(f, rel) for f, rel in named if globbed.match(rel) != negate]
     found = _Found()
     for file, rel in named:
         try:
-            data = file.read_bytes()
-        except OSError:
+            with fsops.open_regular(repo.root, rel.split("/"), rel) as (fd, st):
+                if st.st_size > FALLBACK_MAX_BYTES:
+                    continue
+                with open(fd, "rb", closefd=False) as f:
+                    data = f.read()
+        except (OSError, ToolError):
             continue
         if b"\0" in data:
             continue  # binary, as ripgrep skips it
