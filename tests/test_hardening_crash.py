@@ -32,12 +32,19 @@ async def test_kill_9_during_writes_leaves_old_or_new_files_and_no_temp_files(tm
     for round_ in range(ROUNDS):
         with start_http_server(repo, "http") as (url, proc):
             assert temp_files(repo) == [], f"round {round_}: temp files survived the restart"
-            killer = threading.Timer(rng.uniform(0.3, 1.5), proc.kill)
+            killed = threading.Event()
+
+            def kill(proc=proc, killed=killed) -> None:
+                killed.set()
+                proc.kill()
+
+            killer = threading.Timer(rng.uniform(0.3, 1.5), kill)
 
             async def writer(name: str, seed: int) -> None:
                 local = random.Random(seed)
                 for i in range(1000):
-                    content = f"{name} round {round_} write {i}\n" * local.randint(50_000, 300_000)
+                    # under the MCP SDK's 4 MB message limit (a larger request is refused with HTTP 413)
+                    content = f"{name} round {round_} write {i}\n" * local.randint(20_000, 120_000)
                     versions[name].add(content)
                     result = await client.call_tool("write_file", {"path": name, "content": content})
                     assert not result.is_error
@@ -49,10 +56,16 @@ async def test_kill_9_during_writes_leaves_old_or_new_files_and_no_temp_files(tm
                         async with anyio.create_task_group() as tg:
                             for k, name in enumerate(TARGETS):
                                 tg.start_soon(writer, name, rng.randrange(10**9) + k)
-            except Exception:  # the server died under the client: expected
-                pass
+            except Exception as exc:  # the server died under the client: expected
+                error = exc
+            else:
+                error = None
             finally:
                 killer.cancel()
+            if not killed.is_set():  # the writes ended before the kill: a failure of the writes, not a crash
+                proc.kill()
+                proc.wait(30)
+                raise AssertionError(f"round {round_}: the writes stopped before the kill: {error!r}")
             proc.wait(30)
         seen_leftovers += len(temp_files(repo))
         for name in TARGETS:
