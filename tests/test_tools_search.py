@@ -142,7 +142,8 @@ async def test_max_results_caps_matches_but_reports_the_real_total(repo: Repo, e
     assert len(capped["matches"]) == 300
 
 
-async def test_max_results_is_capped_at_500(tmp_path: Path, engine: str) -> None:
+async def test_max_results_is_capped_at_500(tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("M2_MCP_OUTPUT_TOKENS", "20000")  # room for 500 matches: the cap, not the budget, binds
     root = make_repo(tmp_path / "r", {"many.txt": "hit\n" * 600})
     result = await search(Repo(root), pattern="hit", max_results=10_000)
     assert len(result["matches"]) == 500 and result["total_matches"] == 600 and result["truncated"]
