@@ -323,7 +323,7 @@ def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:  # up, but never asked
         proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", m2.base_url],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(200):
+        for _ in range(600):  # the endpoint check, then pytest starting: slow on a loaded machine
             if pidfile.exists() and pidfile.read_text():
                 break
             time.sleep(0.1)
