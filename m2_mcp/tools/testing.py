@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel
 
 from m2_mcp import budget, proc
+from m2_mcp.pytest_args import check_args
 from m2_mcp.repo import Repo
 from m2_mcp.tools.registry import tool
 
@@ -92,17 +93,19 @@ async def run_tests(repo: Repo, args: list[str] | None = None, timeout: int = DE
 
 
 async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: int = DEFAULT_TIMEOUT_S) -> TestRun:
-    """Run `repo.test_cmd` plus shell-quoted `args` and parse what it printed."""
+    """Run `repo.test_cmd` plus shell-quoted `args` (refused if they point pytest outside the repo),
+    sandboxed, and parse what it printed."""
+    check_args(repo, args or [])
     command = " ".join([repo.test_cmd, *(shlex.quote(a) for a in args or [])])
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
-    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, "COLUMNS": "200", **repo.env})
+    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={"COLUMNS": "200", **repo.env}, untrusted=True)
     text = _ANSI.sub("", result.stdout + ("\n" + result.stderr if result.stderr.strip() else ""))
     run = parse_output(text)
     run.command = command
     run.exit_code = result.exit_code
     run.timed_out = result.timed_out
     run.duration_s = result.duration_s
-    notes = []
+    notes = [result.note] if result.note else []
     if seconds != timeout:
         notes.append(f"timeout clamped to {seconds}s")
     if result.timed_out:
