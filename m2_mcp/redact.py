@@ -2,7 +2,7 @@
 and text with their values replaced (tool results, log lines, the run ledger).
 
 A variable is secret when it is one of ours (`M2_API_KEY`, `OPENAI_API_KEY`, `M2_MCP_TOKEN`) or
-its name looks like a credential (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`, `AWS_*`, ...).
+its name looks like a credential (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`, ...) or is `AWS_*`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ OURS = ("M2_API_KEY", "OPENAI_API_KEY", "M2_MCP_TOKEN")
 # Unset for model-chosen commands but not redacted from text (an endpoint URL is not a secret in a result).
 UNSET_ONLY = ("M2_BASE_URL", "SSH_AUTH_SOCK", "GPG_AGENT_INFO")
 _NAMES = re.compile(
-    r"(_TOKEN|_TOKENS|_KEY|_KEYS|_PAT|_CREDENTIAL|_CREDENTIALS|_AUTH)$|^AWS_|^AZURE_CLIENT_SECRET$|SECRET|PASSWORD|"
+    r"(_TOKEN|_TOKENS|_KEY|_KEYS|_PAT|_CREDENTIAL|_CREDENTIALS|_AUTH)$|SECRET|PASSWORD|"
     r"PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^GITHUB_TOKEN$|^GH_TOKEN$|^HF_TOKEN$|^NPM_TOKEN$|^DATABASE_URL$",
     re.IGNORECASE,
 )
@@ -28,6 +28,12 @@ MARK = "[redacted]"
 
 
 def is_secret(name: str) -> bool:
+    """Unset for model-chosen commands: credentials, and all of `AWS_*` (profiles, regions: cloud access)."""
+    return is_credential(name) or (name.upper().startswith("AWS_") and name not in KEEP)
+
+
+def is_credential(name: str) -> bool:
+    """A variable whose value is redacted from text (`AWS_CA_BUNDLE`, a file path, is not)."""
     return name not in KEEP and not name.startswith("LC_") and (name in OURS or bool(_NAMES.search(name)))
 
 
@@ -39,7 +45,7 @@ def scrub_env(env: Mapping[str, str | None]) -> dict[str, str]:
 def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret variables at least MIN_LEN long, longest first (so a key containing another goes first)."""
     env = os.environ if env is None else env
-    values = {v for k, v in env.items() if v and len(v) >= MIN_LEN and is_secret(k)}
+    values = {v for k, v in env.items() if v and len(v) >= MIN_LEN and is_credential(k)}
     return sorted(values, key=len, reverse=True)
 
 

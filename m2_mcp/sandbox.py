@@ -134,6 +134,25 @@ def startup_warning() -> str | None:
     return f"m2-mcp: warning: {detail}; shell and run_tests will refuse to run ({FIX})"
 
 
+def add_arguments(parser) -> None:
+    """The `serve` / `fix` flag."""
+    parser.add_argument("--sandbox-network", action="store_true",
+                        help=f"let sandboxed commands (shell, run_tests) use the network (env {NETWORK_ENV}=1)")
+
+
+def apply_cli(args, refuse_unavailable: bool = False) -> None:
+    """At `serve` / `fix` start: apply --sandbox-network, check the settings (UsageError if bad, or
+    with `refuse_unavailable` if there is no sandbox), and print the one-line warning if any."""
+    if getattr(args, "sandbox_network", False):
+        os.environ[NETWORK_ENV] = "1"
+    state, detail = status()
+    if refuse_unavailable and state == "unavailable":
+        raise UsageError(f"{detail}; set {MODE_ENV}=off to run the test command unsandboxed")
+    warning = startup_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def result_note(settings: Settings) -> str | None:
     """The per-result note when commands run with less than the full sandbox."""
     if not settings.enabled:
