@@ -16,7 +16,6 @@ Settings (environment):
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
@@ -95,9 +94,13 @@ def bwrap_path() -> str | None:
         return shutil.which("bwrap")
 
 
-@functools.lru_cache(maxsize=8)
+_WORKS: set[str] = set()  # bwrap binaries that built a sandbox here (a failure is checked again next time)
+
+
 def probe(bwrap: str | None) -> str | None:
     """None when `bwrap` can build our sandbox on this machine, else why not (one line)."""
+    if bwrap in _WORKS:
+        return None
     if not sys.platform.startswith("linux"):
         return f"namespaces are Linux-only (this is {sys.platform})"
     if not bwrap:
@@ -110,6 +113,7 @@ def probe(bwrap: str | None) -> str | None:
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
         return f"{bwrap} cannot create a sandbox here: {said}"[:300]
+    _WORKS.add(bwrap)
     return None
 
 
