@@ -182,7 +182,7 @@ def wrap(argv: list[str], root: Path, settings: Settings) -> list[str]:
     for path in read_only_paths(root):
         args += ["--ro-bind-try", str(path), str(path)]
     for path in masked_paths(root, settings):
-        if path.is_dir():
+        if os.path.isdir(path):
             args += ["--tmpfs", str(path), "--remount-ro", str(path)]
         else:
             args += ["--ro-bind", "/dev/null", str(path)]
@@ -222,7 +222,7 @@ def masked_paths(root: Path, settings: Settings) -> list[Path]:
     candidates.append(state_dir())  # other runs' ledger and task results
     masked = []
     for path in candidates:
-        if not path.exists():  # a dangling symlink is harmless
+        if not os.path.exists(path):  # a dangling symlink is harmless; so is one we cannot even look at
             continue
         path = path.resolve()
         if root == path or path in root.parents:
