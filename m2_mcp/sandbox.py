@@ -76,6 +76,8 @@ class Settings:
     def describe(self) -> str:
         """What is enforced, in one line."""
         limits = ", ".join(LIMITS[name][3].format(value) for name, value in self.limits)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            limits += " (the kernel does not apply the process limit to root)"
         net = "network ON" if self.network else "no network"
         return (f"bubblewrap: repo writable, every .git and nested repo read-only, rest read-only, private /tmp, "
                 f"secrets masked, own PID namespace, {net}; limits: {limits}")
