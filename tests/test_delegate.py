@@ -97,23 +97,23 @@ async def test_cancel_stops_the_run_and_its_processes(repo: Path, tmp_path: Path
     with start_standin({"scripts": [{"turns": slow}]}, tmp_path) as m2:
         env = env_for(m2, tmp_path)
         async with connect(stdio_params(repo, env=env), mode="legacy") as client:
-            started = time.monotonic()
             seen = False
             async with anyio.create_task_group() as tg:  # cancel the call once its shell runs
                 tg.start_soon(client.call_tool, "m2_task", {"task": "make the failing tests pass"})
-                for _ in range(300):
+                for _ in range(900):  # a loaded machine may need a while for the first test run
                     if procs_with(marker):
                         seen = True
                         break
                     await anyio.sleep(0.1)
                 tg.cancel_scope.cancel()
+            started = time.monotonic()
             assert seen, "the shell never started"
             for _ in range(100):
                 if not procs_with(marker):
                     break
                 await anyio.sleep(0.1)
             assert not procs_with(marker), "the shell's child survived the cancellation"
-            assert time.monotonic() - started < 45
+            assert time.monotonic() - started < 15
             # the server still answers, and the task is recorded as cancelled
             after = await client.call_tool("read_file", {"path": "calc.py"})
             assert not after.is_error

@@ -319,7 +319,7 @@ def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
                      f"    open('started', 'w').write('yes')\n    p.wait()\n"})
     proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", "http://127.0.0.1:9/v1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for _ in range(200):
+    for _ in range(600):  # a loaded machine may need a while to start pytest
         if (repo / "started").exists() and procs_with(f"sleep {marker}"):
             break
         time.sleep(0.1)
