@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
-import sys
 import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -262,22 +260,21 @@ def test_command_check(repo: str | None, test_cmd: str | None = None) -> Check:
 
 
 def sandbox_check() -> Check:
-    """Tool commands run under bash in their own process group, killed as a group on timeout (m2_mcp.proc)."""
-    from m2_mcp.proc import run
+    """Model-chosen commands (shell, run_tests) run in the bubblewrap sandbox (m2_mcp.sandbox)."""
+    from m2_mcp import sandbox
+    from m2_mcp.errors import UsageError
 
     if not shutil.which("bash"):
         return Check("sandbox", "fail", "bash not found: the shell and run_tests tools need it", "install bash")
-    probe = f"{shlex.quote(sys.executable)} -c 'import os; print(os.getpgrp())'"
     try:
-        result = anyio.run(lambda: run(probe, cwd=os.getcwd(), timeout=20))
-        own_group = result.exit_code == 0 and result.stdout.strip() not in ("", str(os.getpgrp()))
-    except OSError as exc:
-        return Check("sandbox", "fail", f"cannot start a subprocess: {exc}", "check ulimits / seccomp policy")
-    if not own_group:
-        return Check("sandbox", "fail", "commands cannot get their own process group (setsid), so timeouts "
-                     "could leave orphans", "run m2-mcp where setsid() is allowed (not a restricted container)")
-    return Check("sandbox", "ok", "bash present; commands run in their own process group and are killed as a "
-                 "group on timeout (process control, not a security sandbox: they run as you)")
+        state, detail = sandbox.status()
+    except UsageError as exc:
+        return Check("sandbox", "fail", str(exc), "fix the setting (see the README's settings table)")
+    if state == "on":
+        return Check("sandbox", "ok", detail)
+    if state == "off":
+        return Check("sandbox", "warn", detail, f"unset {sandbox.MODE_ENV} to sandbox them", required=False)
+    return Check("sandbox", "fail", f"{detail}: shell and run_tests refuse to run", sandbox.FIX)
 
 
 def repo_check(repo: str | None) -> Check:

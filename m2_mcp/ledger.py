@@ -106,6 +106,9 @@ def record_run(result: dict, *, task: str, repo: str, source: str, started_at: f
     """Store one finished run (the section-5 result object); returns its id."""
     if source not in ("cli", "mcp"):
         raise ValueError(f"source must be 'cli' or 'mcp', not {source!r}")
+    from m2_mcp.redact import redact_obj
+
+    result, task = redact_obj(result), redact_obj(task)  # secret values never reach the ledger
     usage = result.get("usage") or {}
     run_id = run_id or f"r-{uuid.uuid4().hex[:12]}"
     row = (

@@ -1,7 +1,10 @@
 """Run one command as a fresh subprocess: no stdin, own process group, timeout, bounded output.
 
 On timeout or cancellation the whole process group is killed (SIGTERM, then SIGKILL)
-and reaped, so no orphans survive a tool call.
+and reaped, so no orphans survive a tool call. Commands the model or an IDE chose
+(`untrusted=True`) also run in the sandbox (m2_mcp.sandbox: their own PID namespace, so nothing
+they start survives them), without secret variables, and with secret values redacted from
+their output (m2_mcp.redact).
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 from anyio.abc import ByteReceiveStream
+
+from m2_mcp import redact, sandbox
+from m2_mcp.errors import ToolError, UsageError
 
 # Raw capture cap per stream; tools truncate further to the output budget.
 CAPTURE_HEAD = 256 * 1024
 CAPTURE_TAIL = 256 * 1024
 KILL_GRACE_S = 2.0
-# Our own secrets, unset for commands the model or an IDE chooses (`env` must not print them).
-NO_SECRETS: dict[str, str | None] = {"M2_API_KEY": None, "OPENAI_API_KEY": None, "M2_MCP_TOKEN": None, "M2_BASE_URL": None}
 
 
 @dataclass
@@ -31,6 +36,7 @@ class ProcResult:
     timed_out: bool
     duration_s: float
     pid: int
+    note: str | None = None  # said in the tool result: e.g. the command ran with network allowed
 
 
 class _Capture:
@@ -82,14 +88,27 @@ async def run(
     cwd: str | os.PathLike[str],
     timeout: float,
     env: dict[str, str | None] | None = None,
+    untrusted: bool = False,
 ) -> ProcResult:
     """Run `command` (a string runs under `bash -c`) and return its exit code and output.
 
-    `env` is added to the current environment; a None value unsets that variable.
+    `env` is added to the current environment; a None value unsets that variable. With
+    `untrusted` (a command the model or an IDE chose): sandboxed per the settings, secret
+    variables unset, secret values redacted from the output; raises SandboxUnavailable
+    (a ToolError) when the sandbox is on but cannot work here.
     """
     argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    note = None
+    if untrusted:
+        try:
+            settings = sandbox.Settings.from_env()
+        except UsageError as exc:
+            raise ToolError(str(exc)) from None
+        full_env = redact.scrub_env(full_env)
+        argv = await anyio.to_thread.run_sync(sandbox.wrap, argv, Path(cwd), settings)
+        note = sandbox.result_note(settings)
     started = time.monotonic()
     process = await anyio.open_process(
         argv,
@@ -120,13 +139,18 @@ async def run(
             await _terminate(process)
             with anyio.move_on_after(KILL_GRACE_S):
                 await process.aclose()  # close the pipe transports too, even when cancelled mid-read
+    stdout, stderr = out.text(), err.text()
+    if untrusted:
+        values = redact.secret_values()
+        stdout, stderr = redact.redact(stdout, values), redact.redact(stderr, values)
     return ProcResult(
         exit_code=None if timed_out else process.returncode,
-        stdout=out.text(),
-        stderr=err.text(),
+        stdout=stdout,
+        stderr=stderr,
         timed_out=timed_out,
         duration_s=round(time.monotonic() - started, 3),
         pid=process.pid,
+        note=note,
     )
 
 

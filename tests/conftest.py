@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,31 @@ def pid_gone(pid: int) -> bool:
             return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
     except FileNotFoundError:
         return True
+
+
+def procs_with(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `marker`: sandboxed commands have
+    their own PID namespace, so their `$$` / `$!` mean nothing here; a unique marker does."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if marker in cmdline and not pid_gone(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def none_left(marker: str) -> bool:
+    """True once no process carries `marker`; a SIGKILLed process may need a moment to finish exiting."""
+    for _ in range(100):
+        if not procs_with(marker):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_repo, pid_gone, run_cli
+from conftest import make_repo, none_left, procs_with, run_cli
 from standin import start_standin
 
 BUGGY = {
@@ -316,17 +317,20 @@ def test_the_agent_cannot_pass_by_subverting_the_test_run(buggy: Path, tmp_path:
 
 
 def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
-    pidfile = tmp_path / "sleep.pid"
-    repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py":
-                     f"import os, subprocess\n\ndef test_slow():\n    p = subprocess.Popen(['sleep', '300'])\n"
-                     f"    open({str(pidfile)!r}, 'w').write(str(p.pid))\n    p.wait()\n"})
+    # the test run is sandboxed (private /tmp, own PID namespace): it signals through an ignored file in
+    # the repo, and its child is found by a unique marker in its command line
+    marker = f"30{os.getpid():07d}"
+    repo = make_repo(tmp_path / "slow", {**BUGGY, ".gitignore": "started\n", "tests/test_slow.py":
+                     f"import subprocess\n\ndef test_slow():\n    p = subprocess.Popen(['sleep', '{marker}'])\n"
+                     f"    open('started', 'w').write('yes')\n    p.wait()\n"})
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:  # up, but never asked
         proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(repo), "--base-url", m2.base_url],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(600):  # the endpoint check, then pytest starting: slow on a loaded machine
-            if pidfile.exists() and pidfile.read_text():
+            if (repo / "started").exists() and procs_with(f"sleep {marker}"):
                 break
             time.sleep(0.1)
+        assert procs_with(f"sleep {marker}")
         started = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -334,23 +338,19 @@ def test_ctrl_c_during_the_first_test_run_cancels_quickly(tmp_path: Path):
     assert time.monotonic() - started < 20
     assert proc.returncode == 1, err
     assert json.loads(out)["status"] == "cancelled"
-    pid = int(pidfile.read_text())
-    for _ in range(50):
-        if pid_gone(pid):
-            break
-        time.sleep(0.1)
-    assert pid_gone(pid), "the test run's child survived the cancel"
+    assert none_left(f"sleep {marker}"), "the test run's child survived the cancel"
     assert git(repo, "status", "--porcelain") == "?? tests/test_slow.py\n" or git(repo, "status", "--porcelain") == ""
 
 
 def test_timeout_bounds_the_whole_run(tmp_path: Path):
-    marker = tmp_path / "slept"  # only the first test run is slow: the run after the loop must still happen
-    slow = f"import os, time\n\ndef test_slow():\n    if not os.path.exists({str(marker)!r}):\n" \
-           f"        open({str(marker)!r}, 'w').close()\n        time.sleep(120)\n"
-    repo = make_repo(tmp_path / "slow", {**BUGGY, "tests/test_slow.py": slow})
+    # only the first test run is slow: the run after the loop must still happen (the marker is an ignored
+    # file in the repo: the sandboxed test run's /tmp does not last)
+    slow = "import os, time\n\ndef test_slow():\n    if not os.path.exists('slept'):\n" \
+           "        open('slept', 'w').close()\n        time.sleep(120)\n"
+    repo = make_repo(tmp_path / "slow", {**BUGGY, ".gitignore": "slept\n", "tests/test_slow.py": slow})
     started = time.monotonic()
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
-        proc, result = fix(repo, m2.base_url, "--timeout", "10")  # room for pytest to start under load
+        proc, result = fix(repo, m2.base_url, "--timeout", "15")  # room for a slow pytest start under load
     assert time.monotonic() - started < 60
     assert proc.returncode == 1 and result["status"] == "budget_exhausted"
     assert "--timeout" in result["summary"]

@@ -1,22 +1,27 @@
-"""The `shell` tool: real bash subprocesses, timeouts, cancellation, no orphans."""
+"""The `shell` tool: real bash subprocesses (sandboxed by default), timeouts, cancellation, no orphans."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import anyio
 import pytest
 
-from conftest import pid_gone
+from conftest import none_left, procs_with
 from m2_mcp.repo import Repo
 from m2_mcp.errors import ToolError
 from m2_mcp.tools import registry
 
 pytestmark = pytest.mark.anyio
 
-# Records the shell's pid and a background grandchild's pid, then hangs.
-HANG = "echo $$ > shell.pid; (sleep 300 & echo $! > child.pid; wait) & sleep 300"
+
+def hang() -> tuple[str, str]:
+    """(command, marker): a background grandchild and the shell itself hang on a uniquely marked sleep,
+    after writing `started` (so the test knows they ran)."""
+    marker = f"30{uuid.uuid4().int % 10**6:06d}"  # `sleep 30NNNNNN` is unique on this machine
+    return f"(sleep {marker} & echo up > started; wait) & sleep {marker}", marker
 
 
 @pytest.fixture
@@ -29,18 +34,9 @@ async def shell(repo: Repo, command: str, **args) -> dict:
     return await registry.call(repo, "shell", {"command": command, **args})
 
 
-def pids(repo: Repo) -> list[int]:
-    for _ in range(100):  # the files are written right after start; they exist by the time we look
-        if (repo.root / "child.pid").exists() and (repo.root / "child.pid").read_text().strip():
-            break
-        time.sleep(0.05)
-    return [int((repo.root / name).read_text()) for name in ("shell.pid", "child.pid")]
-
-
-def gone(pid: int) -> bool:
-    """True once `pid` is gone; a SIGKILLed process may need a moment to finish exiting under load."""
+def started(repo: Repo) -> bool:
     for _ in range(100):
-        if pid_gone(pid):
+        if (repo.root / "started").exists():
             return True
         time.sleep(0.05)
     return False
@@ -70,17 +66,27 @@ async def test_huge_output_is_truncated_with_a_marker(repo: Repo) -> None:
 
 
 async def test_timeout_kills_the_whole_process_group(repo: Repo) -> None:
-    result = await shell(repo, HANG, timeout=1)
+    command, marker = hang()
+    result = await shell(repo, command, timeout=2)
     assert result["timed_out"] is True and result["exit_code"] is None
     assert "timed out" in result["note"]
-    assert all(gone(pid) for pid in pids(repo))
+    assert started(repo) and none_left(marker)
 
 
 async def test_cancellation_kills_the_whole_process_group(repo: Repo) -> None:
-    with anyio.move_on_after(1) as scope:
-        await shell(repo, HANG, timeout=60)
+    command, marker = hang()
+    with anyio.move_on_after(2) as scope:
+        await shell(repo, command, timeout=60)
     assert scope.cancelled_caught
-    assert all(gone(pid) for pid in pids(repo))
+    assert started(repo) and none_left(marker)
+
+
+async def test_unsandboxed_timeout_kills_the_whole_process_group(repo: Repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("M2_MCP_SANDBOX", "off")
+    command, marker = hang()
+    result = await shell(repo, command, timeout=2)
+    assert result["timed_out"] is True and "ran unsandboxed (M2_MCP_SANDBOX=off)" in result["note"]
+    assert started(repo) and none_left(marker) and not procs_with(marker)
 
 
 async def test_timeout_is_clamped_and_said(repo: Repo) -> None:
@@ -100,4 +106,5 @@ async def test_our_secrets_are_not_in_the_environment(repo: Repo, monkeypatch: p
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-2")
     monkeypatch.setenv("SOME_SETTING", "visible")
     result = await shell(repo, "env")
-    assert "sk-test-secret" not in result["stdout"] and "SOME_SETTING=visible" in result["stdout"]
+    assert "SOME_SETTING=visible" in result["stdout"]
+    assert "sk-test-secret" not in result["stdout"] and "[redacted]" not in result["stdout"]  # absent, not hidden

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import pid_gone
+from conftest import none_left
 from m2_mcp.repo import Repo
 from m2_mcp.tools import registry, testing
 
@@ -135,10 +135,11 @@ def test_no_tests_ran(repo: Repo) -> None:
 
 
 def test_hanging_test_command_times_out_and_is_killed(tmp_path: Path) -> None:
-    repo = Repo(tmp_path, test_cmd="echo $$ > test.pid; sleep 300")
+    marker = f"30{os.getpid():07d}"  # `sleep 30NNNNNNN`: unique to this test process
+    repo = Repo(tmp_path, test_cmd=f"touch started; sleep {marker}")
     run = anyio.run(testing.run_test_command, repo, None, 1)
     assert run.timed_out and run.exit_code is None and "timed out" in run.note
-    assert pid_gone(int((tmp_path / "test.pid").read_text()))  # the leader, reaped by proc.run
+    assert (tmp_path / "started").exists() and none_left(marker)  # the sandbox's PID namespace is gone
     assert testing.TestCounts.of(run).exit_code is None
 
 

@@ -54,6 +54,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--price-out", type=float, default=None, metavar="USD",
                         help="USD per million completion tokens (env M2_PRICE_OUT; default 1.20)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    from m2_mcp.sandbox import add_arguments as add_sandbox_arguments
+
+    add_sandbox_arguments(parser)
 
 
 def run(args) -> int:
@@ -75,6 +78,9 @@ def run(args) -> int:
         target = Path(args.json_out).expanduser()
         if target.is_dir() or not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
             raise UsageError(f"--json-out: cannot write {target}")
+    from m2_mcp.sandbox import apply_cli
+
+    apply_cli(args, refuse_unavailable=True)  # every test run would be refused: say so now
     return anyio.run(_run, args)
 
 
@@ -105,7 +111,9 @@ async def _run(args) -> int:
     spec = JobSpec(repo=repo.root, task=args.task or DEFAULT_TASK, test_cmd=args.test_cmd, branch=args.branch,
                    allow_test_edits=args.allow_test_edits, limits=limits)
     endpoints = endpoints_from(args.base_url, args.model)
-    log = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    from m2_mcp.redact import redact
+
+    log = (lambda line: None) if args.quiet else (lambda line: print(redact(line), file=sys.stderr, flush=True))
     client = ModelClient(endpoints)
     job = Job(spec, client, emit=progress_printer(log))  # UsageError for a bad repo or branch
     log(f"m2-mcp fix: {repo.root} via {endpoints[0].display} ({endpoints[0].model})")

@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port for sse/http (default {DEFAULT_PORT})")
     parser.add_argument("--repo", help="repository root (default: $M2_REPO, else the current directory)")
+    from m2_mcp.sandbox import add_arguments as add_sandbox_arguments
+
+    add_sandbox_arguments(parser)
     parser.epilog = (
         "HTTP endpoints: /mcp or /sse, /health, /metrics (Prometheus). Requests with a non-local "
         f"Origin are refused. With {TOKEN_ENV} set, every request except /health needs the bearer token."
@@ -41,6 +44,9 @@ def run(args) -> int:
     if args.transport != "stdio":
         check_bind(args.host, token)
     setup_logging(debug=getattr(args, "debug", False))
+    from m2_mcp.sandbox import apply_cli
+
+    apply_cli(args)  # --sandbox-network; a one-line warning when commands will not be sandboxed
 
     from m2_mcp.delegate import TaskRunner, register
     from m2_mcp.server import build_server
@@ -58,8 +64,11 @@ def run(args) -> int:
 
 def setup_logging(debug: bool) -> None:
     """Diagnostics go to stderr (stdout is the protocol on stdio); warnings only unless --debug."""
+    from m2_mcp.redact import LogFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("m2-mcp: %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(LogFilter())  # secret values never reach the log
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -25,7 +25,9 @@ class ShellResult(BaseModel):
 @tool(read_only=False)
 async def shell(repo: Repo, command: str, timeout: int = DEFAULT_TIMEOUT_S) -> ShellResult:
     """Run one bash command in the repository root (no stdin) and return its exit code, stdout
-    and stderr. `timeout` is in seconds (default 120, at most 600); on timeout the command and
+    and stderr. It runs sandboxed: the repo is writable (not .git or nested repos), the rest of
+    the filesystem is read-only, /tmp is private, there is no network, and nothing it starts
+    outlives it. `timeout` is in seconds (default 120, at most 600); on timeout the command and
     all its children are killed. Long output is cut in the middle with a marker: redirect it
     to a file and read or search that file to see everything.
     """
@@ -35,7 +37,9 @@ async def shell(repo: Repo, command: str, timeout: int = DEFAULT_TIMEOUT_S) -> S
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
     if seconds != timeout:
         notes.append(f"timeout clamped to {seconds}s (allowed: 1 to {MAX_TIMEOUT_S})")
-    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, **repo.env})
+    result = await proc.run(command, cwd=repo.root, timeout=seconds, env=repo.env, untrusted=True)
+    if result.note:
+        notes.append(result.note)
     stdout, stderr, cut = split_budget(result.stdout, result.stderr)
     if result.timed_out:
         notes.append(f"timed out after {seconds}s: the command and its process group were killed")

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from m2_mcp import budget, proc
 from m2_mcp.errors import ToolError
+from m2_mcp.pytest_args import check_args
 from m2_mcp.repo import Repo
 from m2_mcp.tools import pyenv
 from m2_mcp.tools.registry import tool
@@ -106,18 +107,20 @@ def not_runnable(run: TestRun) -> str | None:
 
 
 async def run_test_command(repo: Repo, args: list[str] | None = None, timeout: int = DEFAULT_TIMEOUT_S) -> TestRun:
-    """Run `repo.test_cmd` plus shell-quoted `args` and parse what it printed."""
-    test_cmd = pyenv.resolve_command(repo.test_cmd, repo.root, repo.env)  # the repo's own Python
+    """Run `repo.test_cmd` (with the repo's own Python) plus shell-quoted `args` (refused if they point
+    pytest outside the repo), sandboxed, and parse what it printed."""
+    check_args(repo, args or [])
+    test_cmd = pyenv.resolve_command(repo.test_cmd, repo.root, repo.env)
     command = " ".join([test_cmd, *(shlex.quote(a) for a in args or [])])
     seconds = max(1, min(timeout, MAX_TIMEOUT_S))
-    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={**proc.NO_SECRETS, "COLUMNS": "200", **repo.env})
+    result = await proc.run(command, cwd=repo.root, timeout=seconds, env={"COLUMNS": "200", **repo.env}, untrusted=True)
     text = _ANSI.sub("", result.stdout + ("\n" + result.stderr if result.stderr.strip() else ""))
     run = parse_output(text)
     run.command = command
     run.exit_code = result.exit_code
     run.timed_out = result.timed_out
     run.duration_s = result.duration_s
-    notes = []
+    notes = [result.note] if result.note else []
     if seconds != timeout:
         notes.append(f"timeout clamped to {seconds}s")
     if result.timed_out:
