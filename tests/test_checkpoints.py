@@ -154,6 +154,9 @@ def test_undo_deletes_only_files_the_run_created_and_keeps_secrets_out_of_refs(t
     with start_standin({"scripts": [{"turns": turns_with(agent)}]}, tmp_path) as m2:
         proc, result = fix(repo, m2.base_url)
     assert result["status"] == "fixed", proc.stderr
+    # files ignored when the run started are not part of its result, though the run un-ignored them
+    assert ".env" not in result["files_changed"] and "debug.log" not in result["files_changed"]
+    assert "s3cret-value" not in result["diff"] and "agent.log" in result["files_changed"]
     # the ignored secret is in no object any ref reaches, and its record is private
     secret = git(repo, "hash-object", "--no-filters", ".env").strip()
     assert secret not in git(repo, "rev-list", "--objects", "--all")

@@ -17,7 +17,8 @@ from pathlib import Path
 import git
 
 from m2_mcp.errors import UsageError
-from m2_mcp.workspace.checkpoint import Checkpoint, create_checkpoint, snapshot_tree
+from m2_mcp.workspace.checkpoint import Checkpoint, create_checkpoint, load_record, snapshot_tree
+from m2_mcp.workspace.snapshot import scan_tree, write_tree
 from m2_mcp.workspace.gitutil import NOT_SOURCE, open_git, user_author_env, with_trailer
 
 WORKTREES_DIR = "m2-worktrees"
@@ -161,11 +162,18 @@ class Workspace:
     def changes(self) -> tuple[list[str], str]:
         """(files changed, unified diff) of what the run changed since start()."""
         g = git.Repo(self.root)
-        now = self.result_tree = snapshot_tree(g)
+        now = self.result_tree = write_tree(g, scan_tree(g, self._ignored_at_start()).entries)
         if now == self.base:
             return [], ""
-        names = g.git.diff("--name-only", self.base, now).splitlines()
-        return names, g.git.diff(self.base, now) + "\n"
+        plain = ("--no-ext-diff", "--no-textconv", "--no-color")  # the user's diff settings do not apply
+        names = g.git.diff("--name-only", *plain, self.base, now).splitlines()
+        return names, g.git.diff(*plain, self.base, now) + "\n"
+
+    def _ignored_at_start(self) -> set[str]:
+        """Files git ignored when the run started (`.env`...): never part of the run's diff or
+        result, even if the run changed `.gitignore`."""
+        loaded = load_record(self.g, self.checkpoint.ref) if self.checkpoint is not None else None
+        return set(loaded[1].get("ignored") or ()) | set(loaded[1].get("private") or ()) if loaded else set()
 
     def save_patch(self, target: Path) -> Path:
         """Write the run's changes as a patch `git apply` takes (binary files and modes included)."""
