@@ -25,6 +25,7 @@ from pathlib import Path
 
 import git
 
+from m2_mcp import fsops
 from m2_mcp.errors import ToolError
 from m2_mcp.repo import Repo
 from m2_mcp.workspace.checkpoint import close_checkpoint, create_checkpoint
@@ -287,8 +288,6 @@ def _merged(g: git.Repo, ours: _Entry, base: _Entry, theirs: _Entry) -> _Entry |
 
 
 def _write(root: Path, target: Path, entry: _Entry) -> None:
-    from m2_mcp.tools.files import _write_atomic
-
     if entry.mode == 0:
         if target.is_symlink() or target.exists():
             target.unlink()
@@ -303,7 +302,8 @@ def _write(root: Path, target: Path, entry: _Entry) -> None:
     if entry.mode == 0o120000:
         os.symlink(os.fsdecode(entry.data), target)
         return
-    _write_atomic(target, entry.data)
+    rel = target.relative_to(root)
+    fsops.write_atomic(root, rel.parts, entry.data, rel.as_posix())  # by descriptor: no symlinked parents
     current = stat.S_IMODE(target.stat().st_mode)
     exec_bits = (current & 0o444) >> 2
     os.chmod(target, current | exec_bits if entry.mode == 0o100755 else current & ~0o111)
