@@ -180,7 +180,10 @@ def wrap(argv: list[str], root: Path, settings: Settings) -> list[str]:
     if settings.network:
         args.append("--share-net")
     args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-             "--tmpfs", "/dev/shm", "--bind", str(root), str(root)]
+             "--tmpfs", "/dev/shm"]
+    for path in python_paths():
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--bind", str(root), str(root)]
     for path in read_only_paths(root):
         args += ["--ro-bind-try", str(path), str(path)]
     for path in masked_paths(root, settings):
@@ -199,6 +202,29 @@ def limits_script(settings: Settings) -> str:
         flag, _, unit, _ = LIMITS[name]
         parts.append(f"ulimit -S -H {flag} {value * unit} 2>/dev/null")
     return "; ".join(["ulimit -S -H -c 0 2>/dev/null", *parts, 'exec "$@"'])
+
+
+PRIVATE_DIRS = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+def python_paths() -> list[Path]:
+    """Interpreters and virtualenvs in use that live under a private temp dir (a venv in /tmp): shown
+    read-only inside, or the test command that uses them could not start. Candidates: this process's
+    prefix and base prefix, $VIRTUAL_ENV, and PATH entries (a venv's whole directory for its bin/)."""
+    candidates = [sys.prefix, sys.base_prefix, os.environ.get("VIRTUAL_ENV", "")]
+    candidates += os.environ.get("PATH", "").split(os.pathsep)
+    found: list[Path] = []
+    for entry in filter(None, candidates):
+        try:
+            path = Path(entry).resolve()
+        except (OSError, RuntimeError):
+            continue
+        if path.name == "bin" and (path.parent / "pyvenv.cfg").exists():
+            path = path.parent
+        private = any(path != d and d in path.parents for d in PRIVATE_DIRS)
+        if private and path.is_dir() and path not in found:
+            found.append(path)
+    return found
 
 
 def read_only_paths(root: Path) -> list[Path]:

@@ -76,6 +76,20 @@ async def test_private_tmp_and_no_shadow(repo: Path, tmp_path: Path) -> None:
     assert not Path("/tmp/mine").exists() or Path("/tmp/mine").read_text() != "t\n"
 
 
+async def test_a_virtualenv_in_tmp_stays_usable(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server running from a venv under /tmp (a CI job, `m2-mcp demo` from a scratch venv) can still
+    start its test command: the private /tmp shows that venv, read-only."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (tmp_path / "other.txt").write_text("not shown\n")
+    monkeypatch.setenv("VIRTUAL_ENV", str(venv))
+    result = await sh(repo, f"{venv}/bin/python -c 'print(41 + 1)'; cat {tmp_path}/other.txt; "
+                            f"touch {venv}/probe && echo venv:writable")
+    assert "42" in result["stdout"], result
+    assert "not shown" not in result["stdout"] and "venv:writable" not in result["stdout"]
+    assert not (venv / "probe").exists()
+
+
 @pytest.fixture
 def fake_home(monkeypatch: pytest.MonkeyPatch):
     """A $HOME outside /tmp (which is private anyway) holding ~/.ssh and ~/.netrc, plus a harmless file."""
