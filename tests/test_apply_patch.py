@@ -134,7 +134,7 @@ async def test_escapes_are_refused(repo: Path, tmp_path: Path):
     for name, result in results.items():
         assert result.is_error, name
         assert "refused" in error_text(result) or "outside" in error_text(result) or ".git" in error_text(result), name
-    assert "nested repository" in error_text(results["nested repo"])
+    assert "nested git repository" in error_text(results["nested repo"])
     assert tree_state(repo) == before and tree_state(outside) == outside_before
     assert (nested / ".git/HEAD").read_bytes() == nested_head
 

@@ -47,8 +47,8 @@ LOCK_WAIT_S = 10.0
 def check_target(repo: Repo, rel: str) -> Path:
     """The absolute path a change to `rel` writes, after every tool's path rules, or ToolError.
 
-    `Repo.resolve` (inside the root, not in `.git/`, symlinks resolved, test protection) plus:
-    no `.git` component at any depth, and no writing inside a nested repository or submodule."""
+    `Repo.resolve` (inside the root, no `.git` at any depth, symlinks resolved, not inside a nested
+    repository or submodule, test protection), with a symlink target replaced, never followed."""
     if not rel or rel.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", rel):
         raise ToolError(f"refused: absolute path in patch: {rel}")
     parts = rel.replace("\\", "/").split("/")
@@ -62,13 +62,7 @@ def check_target(repo: Repo, rel: str) -> Path:
         target = repo.resolve(rel, write=True)  # test protection too
     elif repo.protect_tests and Repo.is_protected(rel):  # a link itself is replaced, never followed
         repo.resolve(rel, write=True)
-    here = target.parent
-    while here != repo.root and repo.root in here.parents:
-        if (here / ".git").exists():
-            raise ToolError(f"refused: {rel} is inside the nested repository {repo.rel(here)}")
-        here = here.parent
-    if target.is_dir() and (target / ".git").exists():
-        raise ToolError(f"refused: {rel} is a nested repository or submodule")
+    repo.refuse_nested(target.relative_to(repo.root))  # a link itself too: its directory may be a nested repo
     return target
 
 
