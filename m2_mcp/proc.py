@@ -110,15 +110,16 @@ async def run(
         argv = await anyio.to_thread.run_sync(sandbox.wrap, argv, Path(cwd), settings)
         note = sandbox.result_note(settings)
     started = time.monotonic()
-    process = await anyio.open_process(
-        argv,
-        cwd=str(cwd),
-        env=full_env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # own process group: killpg reaches every child
-    )
+    with anyio.CancelScope(shield=True):  # a cancel mid-spawn would lose the handle, and with it the process
+        process = await anyio.open_process(
+            argv,
+            cwd=str(cwd),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # own process group: killpg reaches every child
+        )
     out, err = _Capture(), _Capture()
     timed_out = False
     try:

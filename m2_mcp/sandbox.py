@@ -42,7 +42,10 @@ HOME_SECRETS = (
 )
 SYSTEM_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/ssh", "/run/docker.sock", "/var/run/docker.sock",
                   "/run/containerd", "/run/podman", "/run/user")
-NAMESPACES = ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+# No --new-session: proc.run already starts bwrap in its own session (no controlling terminal, so no
+# TIOCSTI), and keeping bwrap's inner init in that process group lets the group kill reach it even
+# while the sandbox is being set up (with --new-session a cancel in that window left survivors).
+NAMESPACES = ["--unshare-all", "--die-with-parent", "--cap-drop", "ALL"]
 FIX = f"install a bwrap that can create namespaces (or allow unprivileged user namespaces), or set {MODE_ENV}=off to run commands unsandboxed"
 
 

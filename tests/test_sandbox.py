@@ -168,6 +168,17 @@ async def test_nothing_survives_the_call(repo: Path, how: str) -> None:
     assert none_left(marker), f"survivor after the call: {procs_with(marker)}"
 
 
+async def test_a_cancel_while_the_sandbox_starts_leaves_nothing(repo: Path) -> None:
+    """Cancelled at once, or a few milliseconds in (while bwrap sets up its namespaces): no survivor."""
+    from m2_mcp import proc
+
+    marker = f"41{uuid.uuid4().int % 10**6:06d}"
+    for i in range(40):
+        with anyio.move_on_after((i % 10) * 0.002):
+            await proc.run(f"sleep {marker} & wait", cwd=repo, timeout=60, untrusted=True)
+    assert none_left(marker), f"survivors of a cancelled start: {procs_with(marker)}"
+
+
 async def test_secret_values_absent_from_every_environ_through_the_server(repo: Path) -> None:
     async with connect(stdio_params(repo, env=SECRETS), mode="legacy") as client:
         result = await client.call_tool("shell", {"command": "cat /proc/*/environ /proc/$PPID/environ | tr '\\0' '\\n'; env"})
