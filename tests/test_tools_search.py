@@ -131,7 +131,8 @@ async def test_no_match_is_an_empty_result(repo: Repo, engine: str) -> None:
     assert result == {"matches": [], "total_matches": 0, "files": 0, "truncated": False, "note": None}
 
 
-async def test_max_results_caps_matches_but_reports_the_real_total(repo: Repo, engine: str) -> None:
+async def test_max_results_caps_matches_but_reports_the_real_total(repo: Repo, engine: str, monkeypatch) -> None:
+    monkeypatch.setenv("M2_MCP_OUTPUT_TOKENS", "100000")  # 304 matches' JSON is over the default budget
     result = await search(repo, pattern="needle", max_results=10)
     assert len(result["matches"]) == 10
     assert result["total_matches"] == 304 and result["files"] == 5
