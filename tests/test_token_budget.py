@@ -68,5 +68,6 @@ def big_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_tool_outputs_hold_the_output_budget_in_real_tokens(big_repo: Path, name: str, args: dict, field: str):
     result = anyio.run(registry.call, Repo(big_repo), name, args)
     text = result[field]
-    assert len(text) > 1000  # the budget is used, not just undershot
+    # the budget is used, not just undershot (read_file keeps a part of it for the result's other fields)
+    assert real_tokens(text) > 1000 * 0.45, (name, real_tokens(text))
     assert real_tokens(text) <= 1000 * SLACK, (name, real_tokens(text))
