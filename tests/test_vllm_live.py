@@ -25,7 +25,8 @@ def vllm(request, tmp_path_factory):
     python = os.environ.get(variable)
     if not python:
         why = os.environ.get("M2_VLLM_UNAVAILABLE") if request.param == "newest" else None
-        pytest.skip(why or f"{variable} is not set (the path of a python with vLLM installed; .ci/run makes one)")
+        made = ".ci/run makes one" if request.param == "newest" else "not made by .ci/run: its frames are replayed instead"
+        pytest.skip(why or f"{variable} is not set (the path of a python with vLLM installed; {made})")
     if not Path(python).exists():
         pytest.skip(f"{variable}={python} does not exist")
     with start_vllm_server(python, tmp_path_factory.mktemp(f"vllm-{request.param}")) as server:
