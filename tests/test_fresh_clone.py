@@ -1,4 +1,4 @@
-"""The README's test command works on a fresh clone with nothing beside it (no ../shared, no data outside the repo)."""
+"""The README's test command works on a fresh clone with nothing beside it (no project notes next to the clone, no data outside the repo)."""
 
 from __future__ import annotations
 
