@@ -92,7 +92,7 @@ def test_every_tool_survives_fuzzed_arguments(tmp_path: Path) -> None:
             with anyio.fail_after(60):  # a hang fails here instead of stalling the suite
                 return await client.call_tool(name, args)
 
-        @settings(max_examples=150, deadline=None, database=None,
+        @settings(max_examples=150, deadline=None, database=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
         @given(call=calls(tools))
         def check(call: tuple[str, dict[str, Any]]) -> None:
@@ -109,9 +109,14 @@ def test_every_tool_survives_fuzzed_arguments(tmp_path: Path) -> None:
                 assert isinstance(result.structured_content, dict), (name, args)
 
         check()
-        assert len(outcomes["ok"]) >= 5 and len(outcomes["error"]) >= 5, outcomes  # both paths exercised
-        result = portal.call(one, "read_file", {"path": "calc.py"})
-        assert not result.is_error, error_text(result)
+        assert len(outcomes["error"]) >= 5, outcomes  # the refusal path was exercised
+        # After the fuzzing the server still does real work: valid calls succeed (chance decides how many
+        # random calls were valid, so the success path is checked here, not counted above).
+        for name, args in [("read_file", {"path": "calc.py"}), ("find_files", {"pattern": "*.py"}),
+                           ("search", {"pattern": "def add"}), ("git_status", {}), ("repo_map", {})]:
+            result = portal.call(one, name, args)
+            assert not result.is_error, (name, error_text(result))
+            assert isinstance(result.structured_content, dict), name
     assert snapshot(outside) == before_outside
     assert (repo / ".git/config").read_bytes() == git_config
     assert not list(repo.rglob("*.m2tmp"))
