@@ -43,6 +43,7 @@ from pathlib import Path
 import anyio
 
 from m2_mcp.home import state_dir
+from m2_mcp.redact import redact_obj
 
 FINAL = frozenset({"fixed", "already_passing", "failed", "budget_exhausted", "cancelled", "error", "interrupted"})
 STATUSES = FINAL | {"queued", "running"}
@@ -120,7 +121,7 @@ class TaskStore:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=1)
+                json.dump(redact_obj(record), f, indent=1)  # no secret values on disk
             os.replace(tmp, self.root / f"{record['id']}.json")
         except BaseException:
             with contextlib.suppress(OSError):

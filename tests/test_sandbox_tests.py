@@ -119,3 +119,19 @@ def test_redacted_in_log_lines(capfd: pytest.CaptureFixture[str], monkeypatch: p
         logging.getLogger().setLevel(saved[1])
     err = capfd.readouterr().err
     assert "call failed with key [redacted]" in err and "endpoint said [redacted]" in err and SECRET not in err
+
+
+def test_redacted_in_results_and_the_task_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The section-5 result (fix stdout, m2_task) and background task records on disk carry no secret values."""
+    from m2_mcp.agent.result import RunResult
+    from m2_mcp.taskstore import TaskStore
+
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    result = RunResult(status="failed", diff=f"+key = '{SECRET}'\n", errors=[f"saw {SECRET}"], summary=SECRET)
+    dumped = result.model_dump_json()
+    assert SECRET not in dumped and dumped.count("[redacted]") == 3
+    store = TaskStore(tmp_path / "tasks")
+    record = store.create(tmp_path, f"use {SECRET}")
+    store.update(record["id"], result=result.model_dump(mode="json") | {"summary": f"done {SECRET}"})
+    on_disk = (tmp_path / "tasks" / f"{record['id']}.json").read_text()
+    assert SECRET not in on_disk and "use [redacted]" in on_disk and "done [redacted]" in on_disk

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from m2_mcp.redact import redact_obj
 
 from m2_mcp.tools.testing import TestCounts  # the five numbers of tests_before / tests_after
 
@@ -18,6 +20,8 @@ class Usage(BaseModel):
 
 
 class RunResult(BaseModel):
+    """Built from plain data; secret values (m2_mcp.redact) never reach a result, wherever it goes next."""
+
     status: Status
     tests_before: TestCounts = Field(default_factory=TestCounts)
     tests_after: TestCounts = Field(default_factory=TestCounts)
@@ -37,6 +41,11 @@ class RunResult(BaseModel):
     patch: str | None = Field(default=None, description="path of the saved patch (m2_task without branch), else null")
     conflicts: list[str] = Field(default_factory=list, description=(
         "files you changed meanwhile where the change collides with yours; non-empty means not applied"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_secrets(cls, data):
+        return redact_obj(data) if isinstance(data, dict) else data
 
 
 def exit_code_for(result: RunResult, endpoint_failed: bool = False) -> int:
