@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 HELP = ("check the model endpoint (reachable, model served, a tool call parses, thinking comes back) and this "
-        "machine (git, ripgrep, the test command as it will run, process-group sandbox, repo). "
+        "machine (git, ripgrep, the test command as it will run, command sandbox (bubblewrap), repo). "
         "Exit 0 all required checks pass, 1 a required check failed, 3 no model endpoint is reachable.")
 
 
