@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -107,7 +108,10 @@ def check_endpoints(endpoints: list[Endpoint], timeout: float = PROBE_TIMEOUT_S)
                              "set M2_API_KEY (or OPENAI_API_KEY) to a key it accepts")
             elif exc.code >= 500:
                 unreachable.append(f"{endpoint.display}/models: HTTP {exc.code}")
-            else:  # no model list here (404, 405): the chat request will tell
+            elif exc.code == 404 and not re.search(r"/v\d+[a-z]*/?$", urlsplit(endpoint.base_url).path):
+                wrong.append(f"{endpoint.display}/models: HTTP 404; the base URL should end in /v1 "
+                             f"(e.g. {endpoint.display.rstrip('/')}/v1)")
+            else:  # no model list on this API (404, 405 under /v1): the chat request will tell
                 return endpoint
             continue
         except (OSError, ValueError) as exc:

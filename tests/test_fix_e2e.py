@@ -404,6 +404,8 @@ def test_usage_errors_come_before_any_work(buggy: Path, tmp_path: Path):
         (["--base-url", "notaurl"], "not an http(s) base URL"),
         (["--max-cost", "-1"], "--max-cost"),
         (["--context-window", "10"], "--context-window"),
+        (["--timeout", "nan"], "not a finite number: 'nan'"),
+        (["--price-in", "inf"], "not a finite number: 'inf'"),
     ]
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
         for extra, message in cases:
@@ -439,3 +441,20 @@ def test_closed_pipe_ends_quietly():
     proc = subprocess.run(f"{sys.executable} -m m2_mcp model k8s --replicas 3 | head -c 20", shell=True,
                           capture_output=True, text=True, timeout=60)
     assert proc.stderr == "" and len(proc.stdout) == 20
+
+
+def test_a_reader_that_goes_away_does_not_change_the_outcome(buggy: Path, tmp_path: Path):
+    """`fix ... | true`: the run still counts (exit 0), the --json-out file and the ledger still get the result."""
+    out = tmp_path / "result.json"
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "fix", "--repo", str(buggy), "--base-url", m2.base_url,
+                                 "--json-out", str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # the reader is gone before the result is printed
+        stderr = proc.stderr.read()
+        proc.wait(timeout=180)
+    assert proc.returncode == 0, stderr
+    assert json.loads(out.read_text())["status"] == "fixed"
+    assert "stdout was closed" in stderr and "m2-mcp fix: fixed after" in stderr and "Traceback" not in stderr
+    runs = json.loads(run_cli("runs", "--json", "--repo", str(buggy)).stdout)
+    assert [r["status"] for r in runs] == ["fixed"]

@@ -55,6 +55,18 @@ def test_wrong_model_name_exits_2_with_the_served_names(tmp_path: Path):
     assert proc.stdout == "" and requests == [] and not marker.exists()
 
 
+def test_base_url_without_v1_exits_2_before_the_suite_runs(tmp_path: Path):
+    repo, marker = slow_repo(tmp_path)
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        root = m2.base_url.removesuffix("/v1")
+        proc = run_cli("fix", "--repo", str(repo), "--base-url", root, timeout=60)
+        requests = m2.requests()
+    assert proc.returncode == 2, proc.stderr
+    [line] = error_lines(proc.stderr)
+    assert "HTTP 404" in line and f"should end in /v1 (e.g. {root}/v1)" in line
+    assert proc.stdout == "" and requests == [] and not marker.exists()
+
+
 def test_no_tests_exits_2_without_a_model_call(tmp_path: Path):
     repo = make_repo(tmp_path / "empty", {"calc.py": "def add(a, b):\n    return a - b\n"})
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:

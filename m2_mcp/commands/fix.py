@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 
 HELP = "run the M2 agent until the test command passes or a budget ends; result JSON on stdout"
 
@@ -17,14 +19,19 @@ branch from a separate worktree; your checkout is not touched."""
 
 def env_float(name: str, default: float) -> float:
     try:
-        return float(os.environ.get(name, default))
+        value = float(os.environ.get(name, default))
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
         from m2_mcp.errors import UsageError
 
-        raise UsageError(f"{name} must be a number") from None
+        raise UsageError(f"{name} must be a finite number >= 0")
+    return value
 
 
 def add_arguments(parser) -> None:
+    from m2_mcp.commands import number
+
     from m2_mcp.endpoint import add_endpoint_arguments
     from m2_mcp.repo import DEFAULT_TEST_CMD
 
@@ -36,22 +43,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", default=None, help='what to do (default: "make the failing tests pass")')
     parser.add_argument("--test-cmd", default=DEFAULT_TEST_CMD, help=f"test command (default: {DEFAULT_TEST_CMD})")
     parser.add_argument("--max-steps", type=int, default=50, help="model turns at most (default: 50)")
-    parser.add_argument("--timeout", type=float, default=1800,
+    parser.add_argument("--timeout", type=number, default=1800,
                         help="seconds for the run (default: 1800); the deciding test run after it gets at most 30 s more")
     parser.add_argument("--branch", help="work on this new branch in a separate worktree and commit there")
     parser.add_argument("--json-out", help="also write the result JSON to this file")
     parser.add_argument("--allow-test-edits", action="store_true", help="let the agent edit test files")
     add_endpoint_arguments(parser)
-    parser.add_argument("--max-cost", type=float, default=None, metavar="USD", help="stop once the run costs this much")
+    parser.add_argument("--max-cost", type=number, default=None, metavar="USD", help="stop once the run costs this much")
     parser.add_argument("--token-budget", type=int, default=None, metavar="N",
                         help="stop once prompt+completion tokens reach N")
     parser.add_argument("--no-progress", type=int, default=3, metavar="N",
                         help="stop when N test runs in a row fail the same way (default: 3)")
     parser.add_argument("--context-window", type=int, default=196_608, metavar="TOKENS",
                         help="the model's context window; older tool outputs are compacted near it (default: 196608)")
-    parser.add_argument("--price-in", type=float, default=None, metavar="USD",
+    parser.add_argument("--price-in", type=number, default=None, metavar="USD",
                         help="USD per million prompt tokens (env M2_PRICE_IN; default 0.30)")
-    parser.add_argument("--price-out", type=float, default=None, metavar="USD",
+    parser.add_argument("--price-out", type=number, default=None, metavar="USD",
                         help="USD per million completion tokens (env M2_PRICE_OUT; default 1.20)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     from m2_mcp.sandbox import add_arguments as add_sandbox_arguments
@@ -68,8 +75,9 @@ def run(args) -> int:
 
     for name in ("max_steps", "no_progress", "token_budget", "max_cost", "timeout", "price_in", "price_out"):
         value = getattr(args, name)
-        if value is not None and (value < 0 if name.startswith("price") else value <= 0):
-            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 0' if name.startswith('price') else 'positive'}")
+        if value is not None and (not math.isfinite(value) or (value < 0 if name.startswith("price") else value <= 0)):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number "
+                             f"{'>= 0' if name.startswith('price') else 'above 0'}")
     if args.context_window < 4096:
         raise UsageError("--context-window must be at least 4096 tokens")
     if not args.test_cmd.strip():
@@ -141,18 +149,28 @@ async def _run(args) -> int:
         raise failure
     duration = time.monotonic() - started
     text = json.dumps(result.model_dump(mode="json"), indent=2)
-    print(text)
+    # The file and the ledger first: they hold whatever happens to stdout's reader.
     if args.json_out:
         try:
             Path(args.json_out).expanduser().write_text(text + "\n")
         except OSError as exc:
             log(f"m2-mcp: warning: could not write --json-out: {exc}")
     _record(result, spec, started_wall, duration)
+    _print_result(text, log)
     if result.status == "error" and result.errors:
         log(f"m2-mcp: error: {result.errors[-1]}")
     log(f"m2-mcp fix: {result.status} after {result.steps} steps, {duration:.1f}s, "
         f"{result.usage.prompt_tokens + result.usage.completion_tokens} tokens, ${result.usage.cost_usd:.4f}")
     return exit_code_for(result, job.endpoint_failed)
+
+
+def _print_result(text: str, log) -> None:
+    """The result on stdout; a reader that went away (`| head`, `| true`) does not change the outcome."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        log("m2-mcp: warning: stdout was closed before the result was written (see --json-out, m2-mcp runs)")
 
 
 async def _cancel_on_signal(job, log) -> None:

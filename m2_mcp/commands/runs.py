@@ -6,12 +6,14 @@ HELP = "list past agent runs, or summarize runs, tokens and cost per day (--summ
 
 
 def add_arguments(parser) -> None:
+    from m2_mcp.commands import number
+
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="show the N newest runs (default 20)")
     parser.add_argument("--repo", metavar="DIR", help="only runs in this repository")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--summary", action="store_true", help="runs, success rate, tokens and cost per day")
     parser.add_argument("--days", type=int, default=7, metavar="N", help="days in the summary (default 7)")
-    parser.add_argument("--budget-usd", type=float, metavar="X",
+    parser.add_argument("--budget-usd", type=number, metavar="X",
                         help="with --summary (implied): exit 1 if today's cost exceeds X dollars")
 
 
@@ -22,10 +24,10 @@ def run(args) -> int:
     from m2_mcp import ledger
     from m2_mcp.errors import UsageError
 
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if args.days < 1:
-        raise UsageError("--days must be at least 1")
+    if not 1 <= args.limit <= 1_000_000:
+        raise UsageError("--limit must be from 1 to 1000000")
+    if not 1 <= args.days <= 36_500:
+        raise UsageError("--days must be from 1 to 36500")
     if args.budget_usd is not None and args.budget_usd < 0:
         raise UsageError("--budget-usd must not be negative")
     if args.budget_usd is not None or args.summary:
