@@ -186,3 +186,15 @@ async def test_the_agent_cannot_patch_tests(repo: Path):
         await registry.call(guarded, "apply_patch", {"patch": patch})
     assert "assert False" in (repo / "tests/test_x.py").read_text()
     await anyio.sleep(0)
+
+
+async def test_outside_a_git_repository_it_is_a_one_line_tool_error(tmp_path: Path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "calc.py").write_text("keep\n")
+    patch = "diff --git a/calc.py b/calc.py\n--- a/calc.py\n+++ b/calc.py\n@@ -1 +1 @@\n-keep\n+owned\n"
+    async with connect(stdio_params(plain), mode="legacy") as client:
+        result = await client.call_tool("apply_patch", {"patch": patch})
+    assert result.is_error and error_text(result).endswith(f": not a git repository: {plain.resolve()}")
+    assert "\n" not in error_text(result) and "internal error" not in error_text(result)
+    assert (plain / "calc.py").read_text() == "keep\n"

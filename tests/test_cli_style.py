@@ -48,6 +48,18 @@ def test_stdio_serve_says_it_is_waiting_for_a_client(git_repo: Path):
     assert proc.stdout.read() == ""  # nothing but the protocol on stdout
 
 
+def test_stdio_serve_warns_once_outside_a_git_repository(tmp_path: Path):
+    proc = subprocess.Popen([sys.executable, "-m", "m2_mcp", "serve", "--repo", str(tmp_path)], env=server_env(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        warning, first = proc.stderr.readline(), proc.stderr.readline()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert warning.startswith(f"m2-mcp: warning: {tmp_path.resolve()} is not a git repository: ") and "git init" in warning
+    assert first.startswith("m2-mcp: serving ")
+
+
 def test_install_hints_are_the_readmes():
     from m2_mcp.serving import launch
 

@@ -47,6 +47,9 @@ def run(args) -> int:
     from m2_mcp.sandbox import apply_cli
 
     apply_cli(args)  # --sandbox-network; a one-line warning when commands will not be sandboxed
+    if not _in_git_work_tree(repo.root):
+        sys.stderr.write(f"m2-mcp: warning: {repo.root} is not a git repository: the file tools work, but "
+                         "git_status, git_diff, apply_patch and m2_task need one (git init)\n")
 
     from m2_mcp.delegate import TaskRunner, register
     from m2_mcp.server import build_server
@@ -60,6 +63,15 @@ def run(args) -> int:
         sys.stderr.flush()
     serve(server, args.transport, args.host, args.port, token)
     return 0
+
+
+def _in_git_work_tree(root) -> bool:
+    import git
+
+    try:
+        return git.Repo(root, search_parent_directories=True).working_tree_dir is not None
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False
 
 
 def setup_logging(debug: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field
 
 from m2_mcp import budget
+from m2_mcp.errors import ToolError, UsageError
 from m2_mcp.repo import Repo
 from m2_mcp.tools.registry import tool
 from m2_mcp.workspace.patch import apply_patch_text
@@ -34,7 +35,10 @@ def apply_patch(
     """Apply a unified diff to the working tree through `git apply`, all or nothing: new files, deletions,
     renames and mode changes included; check=true only validates. On failure no file changes and the error
     names the file and hunk. Hunks with damaged whitespace or wrong line counts are placed when git can."""
-    outcome = apply_patch_text(repo, patch, check=check)
+    try:
+        outcome = apply_patch_text(repo, patch, check=check)
+    except UsageError as exc:  # not a git repository (the patch goes through git)
+        raise ToolError(str(exc)) from None
     notes = []
     if outcome.options:
         notes.append(f"placed with git apply {' '.join(outcome.options)} (the patch's whitespace, line counts "
