@@ -122,6 +122,14 @@ async def test_a_user_edit_to_the_same_lines_meanwhile_is_never_overwritten(repo
     assert result["branch"].startswith("m2/task-") and status["branch"] == result["branch"]
     assert "return a - b" in git(repo, "show", f"{result['branch']}:calc.py")
     assert "m2-worktrees" not in git(repo, "worktree", "list")
+    # the command the error gives merges it by hand: both versions end up in the file, as conflict markers
+    [error] = [e for e in result["errors"] if "not applied" in e]
+    command = error.split("to merge it yourself: ", 1)[1]
+    assert command == f"git add calc.py && git apply --3way {patch}"
+    merged = subprocess.run(command, shell=True, cwd=repo, capture_output=True, text=True)
+    assert "with conflicts" in merged.stderr, merged.stderr
+    text = (repo / "calc.py").read_text()
+    assert "<<<<<<< ours" in text and "my own fix" in text and "    return a - b" in text
 
 
 async def test_with_a_branch_the_result_stays_there_with_the_users_identity(repo: Path, tmp_path: Path):

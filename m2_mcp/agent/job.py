@@ -234,7 +234,9 @@ class Job:
             return True, patch, []
         reason = (f"you changed {', '.join(outcome.conflicts)} meanwhile, where the change collides with yours"
                   if outcome.conflicts else outcome.error)
-        errors.append(f"not applied to your working tree: {reason}; nothing was overwritten; {kept}")
+        how = (f"; to merge it yourself: git add {' '.join(outcome.conflicts)} && git apply --3way {patch}"
+               if outcome.conflicts else "")
+        errors.append(f"not applied to your working tree: {reason}; nothing was overwritten; {kept}{how}")
         return False, patch, outcome.conflicts
 
 
