@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 
 # A character budget of N tokens is N * CHARS_PER_TOKEN characters: few enough for dense code (the
@@ -50,10 +49,9 @@ def estimate_tokens(text: str) -> int:
 
 def output_tokens() -> int:
     """The per-result token budget (env `M2_MCP_OUTPUT_TOKENS`)."""
-    try:
-        return max(500, int(os.environ.get("M2_MCP_OUTPUT_TOKENS", DEFAULT_OUTPUT_TOKENS)))
-    except ValueError:
-        return DEFAULT_OUTPUT_TOKENS
+    from m2_mcp.envcheck import number  # checked when serve/fix start
+
+    return max(500, int(number("M2_MCP_OUTPUT_TOKENS", DEFAULT_OUTPUT_TOKENS)))
 
 
 def output_chars() -> int:

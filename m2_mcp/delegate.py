@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import warnings
 from typing import Any
@@ -40,7 +39,8 @@ from m2_mcp.agent.loop import Limits
 from m2_mcp.agent.model_client import ModelClient
 from m2_mcp.agent.result import RunResult
 from m2_mcp.endpoint import check_endpoints, endpoints_from
-from m2_mcp.errors import M2Error
+from m2_mcp.envcheck import number
+from m2_mcp.errors import M2Error, UsageError
 from m2_mcp.repo import DEFAULT_TEST_CMD, Repo
 from m2_mcp.taskstore import FINAL, TaskStore
 from m2_mcp.workspace.gitutil import open_git
@@ -89,7 +89,7 @@ class TaskRunner:
         self.repo = repo
         self.keep_alive = keep_alive  # SSE: tasks outlive connections; they end with the process
         self.store = store or TaskStore()
-        limit = max_concurrent or int(os.environ.get("M2_MCP_MAX_TASKS", "2"))
+        limit = max_concurrent or int(number("M2_MCP_MAX_TASKS", 2))  # checked when serve starts
         self.slots = asyncio.Semaphore(max(1, limit))
         self.jobs: dict[str, Job] = {}
         self.background: dict[str, asyncio.Task] = {}
@@ -124,9 +124,9 @@ class TaskRunner:
 
     def _spec(self, task: str, test_cmd: str | None, max_steps: int | None, branch: str, apply: bool) -> JobSpec:
         try:
-            timeout_s = float(os.environ.get("M2_MCP_TASK_TIMEOUT", "1800"))
-        except ValueError:
-            raise SDKToolError("M2_MCP_TASK_TIMEOUT must be a number of seconds") from None
+            timeout_s = number("M2_MCP_TASK_TIMEOUT", 1800)
+        except UsageError as exc:
+            raise SDKToolError(str(exc)) from None
         limits = Limits(max_steps=max_steps or 50, timeout_s=timeout_s)
         return JobSpec(repo=self.repo.root, task=task or DEFAULT_TASK, test_cmd=test_cmd or DEFAULT_TEST_CMD,
                        branch=branch, from_snapshot=True, apply_result=apply, limits=limits)

@@ -281,7 +281,7 @@ def sandbox_check() -> Check:
 def repo_check(repo: str | None) -> Check:
     root = Path(repo or os.environ.get("M2_REPO") or os.getcwd()).expanduser()
     if not root.is_dir():
-        return Check("repo", "warn", f"{root} is not a directory", "pass --repo DIR", required=False)
+        return Check("repo", "fail", f"{root} is not a directory", "pass --repo DIR")
 
     def git(*args: str) -> str | None:
         return _stdout(["git", "-C", str(root), *args], 20)
@@ -295,8 +295,22 @@ def repo_check(repo: str | None) -> Check:
     return Check("repo", "ok", f"{root} on {branch}, {state}", required=False)
 
 
+def settings_check() -> Check:
+    """The numeric M2_MCP_* / M2_PRICE_* settings that serve and fix check when they start."""
+    from m2_mcp.envcheck import NUMBERS, check_env
+    from m2_mcp.errors import UsageError
+
+    try:
+        check_env()
+    except UsageError as exc:
+        return Check("settings", "fail", str(exc), "fix or unset it (see the README's settings table)")
+    named = [name for name in NUMBERS if os.environ.get(name, "").strip()]
+    return Check("settings", "ok", ", ".join(f"{n}={os.environ[n].strip()}" for n in named) or "defaults",
+                 required=False)
+
+
 def local_checks(repo: str | None) -> list[Check]:
-    return [git_check(), rg_check(), test_command_check(repo), sandbox_check(), repo_check(repo)]
+    return [git_check(), rg_check(), test_command_check(repo), sandbox_check(), repo_check(repo), settings_check()]
 
 
 # ---- verdict --------------------------------------------------------------------------------

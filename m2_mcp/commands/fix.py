@@ -17,18 +17,6 @@ Without --branch, changes stay in the working tree (a checkpoint is taken first:
 branch from a separate worktree; your checkout is not touched."""
 
 
-def env_float(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name, default))
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        from m2_mcp.errors import UsageError
-
-        raise UsageError(f"{name} must be a finite number >= 0")
-    return value
-
-
 def add_arguments(parser) -> None:
     from m2_mcp.commands import number
 
@@ -86,8 +74,10 @@ def run(args) -> int:
         target = Path(args.json_out).expanduser()
         if target.is_dir() or not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
             raise UsageError(f"--json-out: cannot write {target}")
+    from m2_mcp.envcheck import check_env
     from m2_mcp.sandbox import apply_cli
 
+    check_env()  # M2_MCP_*, M2_PRICE_*: a bad value now, not after the test suite ran
     apply_cli(args, refuse_unavailable=True)  # every test run would be refused: say so now
     return anyio.run(_run, args)
 
@@ -105,6 +95,7 @@ async def _run(args) -> int:
     from m2_mcp.agent.model_client import ModelClient
     from m2_mcp.agent.result import RunResult, exit_code_for
     from m2_mcp.endpoint import check_endpoints, endpoints_from
+    from m2_mcp.envcheck import number
     from m2_mcp.errors import EndpointError, M2Error
     from m2_mcp.repo import Repo
     from m2_mcp.tools.pyenv import resolve_command
@@ -113,8 +104,8 @@ async def _run(args) -> int:
     limits = Limits(
         max_steps=args.max_steps, timeout_s=args.timeout, max_cost_usd=args.max_cost, max_tokens=args.token_budget,
         no_progress_runs=args.no_progress, context_window=args.context_window,
-        price_in=args.price_in if args.price_in is not None else env_float("M2_PRICE_IN", 0.30),
-        price_out=args.price_out if args.price_out is not None else env_float("M2_PRICE_OUT", 1.20),
+        price_in=args.price_in if args.price_in is not None else number("M2_PRICE_IN", 0.30),
+        price_out=args.price_out if args.price_out is not None else number("M2_PRICE_OUT", 1.20),
     )
     spec = JobSpec(repo=repo.root, task=args.task or DEFAULT_TASK, test_cmd=args.test_cmd, branch=args.branch,
                    allow_test_edits=args.allow_test_edits, limits=limits)

@@ -40,6 +40,9 @@ def run(args) -> int:
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     repo = Repo.open(args.repo)
+    from m2_mcp.envcheck import check_env
+
+    check_env()  # a bad numeric setting is one line now, not a surprise in the middle of a task
     token = os.environ.get(TOKEN_ENV) or None
     if args.transport != "stdio":
         check_bind(args.host, token)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import git
 
+from m2_mcp.envcheck import number
 from m2_mcp.errors import UsageError
 from m2_mcp.workspace.gitutil import AUTHOR_ENV, open_git, run_git
 from m2_mcp.workspace.restore import restore_state
@@ -201,7 +202,7 @@ def delete_checkpoint(g: git.Repo, ref: str) -> None:
 def prune_checkpoints(root: Path, protect: set[str] = frozenset()) -> list[str]:
     """Keep the newest M2_MCP_CHECKPOINTS_KEEP checkpoints, and of those only the ones younger
     than M2_MCP_CHECKPOINTS_MAX_DAYS (the newest is always kept); remove orphan records."""
-    keep, days = _env_number(KEEP_ENV, KEEP_DEFAULT, int), _env_number(AGE_ENV, AGE_DEFAULT, float)
+    keep, days = int(number(KEEP_ENV, KEEP_DEFAULT)), number(AGE_ENV, AGE_DEFAULT)
     g, now = open_git(root), time.time()
     rows = list_checkpoints(root)
     dropped = [row["ref"] for i, row in enumerate(rows) if row["ref"] not in protect
@@ -217,17 +218,6 @@ def prune_checkpoints(root: Path, protect: set[str] = frozenset()) -> list[str]:
         except OSError:
             pass
     return dropped
-
-
-def _env_number(name: str, default, kind):
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = kind(raw) if raw else default
-    except ValueError:
-        value = None
-    if value is None or value < 1:
-        raise UsageError(f"{name} must be a number of at least 1, not {raw!r}")
-    return value
 
 
 def restore_checkpoint(root: Path, ref: str | None = None) -> dict:
