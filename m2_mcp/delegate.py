@@ -252,11 +252,14 @@ def register(runner: TaskRunner):
             """Delegate a coding task to MiniMax-M2: it edits code and runs the tests until they pass or a budget ends. It starts from your current files (uncommitted ones included) in a separate worktree, and a fixed result is merged into your working tree (applied=true; `m2-mcp undo` takes it back); if you changed the same lines meanwhile nothing is overwritten (applied=false, conflicts, patch, branch). With branch=NAME the result stays on that branch. Sends progress while it runs; with background=true returns a task_id at once (poll m2_task_status)."""
             if max_steps is not None and max_steps < 1:
                 raise SDKToolError("max_steps must be at least 1")
+            if test_cmd is not None and not test_cmd.strip():
+                raise SDKToolError(f"test_cmd must not be empty (leave it out for {DEFAULT_TEST_CMD!r})")
             try:  # a dead endpoint or a wrong model name: a one-line tool error in a second, no task
-                await anyio.to_thread.run_sync(check_endpoints, endpoints_from())
+                answering = await anyio.to_thread.run_sync(check_endpoints, endpoints_from())
             except M2Error as exc:
                 raise SDKToolError(str(exc)) from None
             record, job = runner.create(task, test_cmd, max_steps, branch)
+            job.client.start_with(answering)
             if background:
                 runner.start_background(record["id"], job)
                 return TaskOutput(task_id=record["id"], status="queued", branch=job.spec.branch)

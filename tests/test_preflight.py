@@ -67,6 +67,16 @@ def test_base_url_without_v1_exits_2_before_the_suite_runs(tmp_path: Path):
     assert proc.stdout == "" and requests == [] and not marker.exists()
 
 
+def test_a_dead_first_endpoint_is_skipped_from_the_start(tmp_path: Path):
+    repo = make_repo(tmp_path / "buggy", BUGGY)
+    with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
+        proc = run_cli("fix", "--repo", str(repo), "--base-url", f"{DEAD},{m2.base_url}", timeout=180)
+        requests = m2.requests()
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "fixed" and len(requests) >= 2
+    assert "model request failed" not in proc.stderr  # no retries against the endpoint the check found dead
+
+
 def test_no_tests_exits_2_without_a_model_call(tmp_path: Path):
     repo = make_repo(tmp_path / "empty", {"calc.py": "def add(a, b):\n    return a - b\n"})
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:

@@ -192,6 +192,12 @@ class ModelClient:
         self._last_error = ""
         self._tool_choice = "auto"  # "none" once a server without a tool parser refused "auto"
 
+    def start_with(self, endpoint: Endpoint) -> None:
+        """Begin with `endpoint` (the one the quick check before a run found answering); the others
+        remain failovers, in their order."""
+        if endpoint in self.endpoints:
+            self._current = self.endpoints.index(endpoint)
+
     async def complete(self, messages: list[dict], tools: list[dict], *, max_tokens: int | None = None) -> Reply:
         """One model turn. Raises EndpointError (one line, base URLs only) when no endpoint answers."""
         urls = ", ".join(e.display for e in self.endpoints)

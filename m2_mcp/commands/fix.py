@@ -121,7 +121,7 @@ async def _run(args) -> int:
     try:
         # One quick look at the endpoint before the tests run: a dead one is exit 3 in a second
         # (with a result saying so), a wrong model name or key exit 2 (UsageError, raised as is).
-        await anyio.to_thread.run_sync(check_endpoints, endpoints)
+        client.start_with(await anyio.to_thread.run_sync(check_endpoints, endpoints))
         log(f"running the tests before the run: {resolve_command(spec.test_cmd, repo.root)}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(_cancel_on_signal, job, log)
