@@ -17,6 +17,7 @@ from pathlib import Path
 
 import anyio
 
+from m2_mcp.errors import ToolError
 from m2_mcp.endpoint import Endpoint, list_models
 
 MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
@@ -216,6 +217,17 @@ def _version(argv: list[str]) -> str | None:
     return out.splitlines()[0] if out else None
 
 
+def _sandboxed_version(argv: list[str], root: Path) -> str | None:
+    """The first line a command prints, run like run_tests runs commands (m2_mcp.proc, untrusted)."""
+    from m2_mcp import proc
+
+    if not root.is_dir():
+        return None
+    result = anyio.run(lambda: proc.run(argv, cwd=root, timeout=30, untrusted=True))
+    out = (result.stdout or "").strip() if result.exit_code == 0 else ""
+    return out.splitlines()[0] if out else None
+
+
 def git_check() -> Check:
     version = _version(["git", "--version"])
     if version:
@@ -251,7 +263,12 @@ def test_command_check(repo: str | None, test_cmd: str | None = None) -> Check:
         return Check("tests", "warn", f"{argv[0] if argv else command!r} not found: the test command fails "
                      "(exit 127)", "install it, or create a .venv in the repo, or pass --test-cmd", required=False)
     if argv[1:3] == ["-m", "pytest"]:
-        version = _version([program, "-m", "pytest", "--version"])
+        # The interpreter may be the repo's own (.venv/bin/python): a file anyone who could write the
+        # repo chose, so it runs as run_tests would run it, sandboxed.
+        try:
+            version = _sandboxed_version([program, "-m", "pytest", "--version"], root)
+        except ToolError as exc:
+            return Check("tests", "warn", f"{command}: not checked: {exc}", "see the sandbox line", required=False)
         if not version:
             return Check("tests", "warn", f"pytest is not installed for {program}, which runs the tests",
                          f"{shlex.quote(program)} -m pip install pytest (or create the repo's .venv with it)",

@@ -105,3 +105,22 @@ def test_unknown_model_names_the_served_one(good_m2, git_repo):
     assert out.returncode == 1
     checks = _lines(out.stdout)
     assert checks["model"].startswith("✗ ") and f"fix: pass --model {good_m2.model}" in checks["model"]
+
+
+def test_the_repos_own_python_is_probed_inside_the_sandbox(tmp_path):
+    """A `.venv/bin/python` in the repo is a file whoever could write the repo chose: doctor runs it
+    the way run_tests does, sandboxed, so it cannot touch anything outside the repo."""
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    marker = tmp_path / "escaped"
+    python = repo / ".venv" / "bin" / "python"
+    python.write_text(f"#!/bin/sh\nid > {marker}\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    out = _doctor("--base-url", "http://127.0.0.1:9/v1", repo=repo)
+    checks = _lines(out.stdout)
+    assert checks["tests"].startswith("✓ ") and str(python) in checks["tests"] and "pytest" in checks["tests"]
+    assert not marker.exists(), "doctor ran the repo's interpreter outside the sandbox"
