@@ -183,3 +183,12 @@ async def test_fallback_matches_ripgrep(repo: Repo, query: dict, monkeypatch: py
     rg.find_rg.cache_clear()
     assert with_rg["total_matches"] > 0
     assert without == with_rg
+
+
+async def test_a_huge_line_hides_no_match(tmp_path: Path, engine: str) -> None:
+    """A 600 KB minified line is more than rg's JSON fits in the capture: every match is still shown."""
+    root = make_repo(tmp_path / "big", {"a.min.js": "x" * 600_000 + "needle\n", "b.py": "needle = 1\n"})
+    result = await search(Repo(root), pattern="needle")
+    assert where(result) == [("a.min.js", 1), ("b.py", 1)]
+    assert result["total_matches"] == 2 and result["files"] == 2
+    assert len(result["matches"][0]["text"]) < 1000 and result["matches"][1]["text"] == "needle = 1"

@@ -71,9 +71,10 @@ async def search(
     context = max(0, min(context, MAX_CONTEXT))
     max_results = max(1, min(max_results, MAX_RESULTS))
     rg = find_rg()
+    found = None
     if rg:
         found = await _search_rg(rg, repo, target, pattern, glob, literal, case_sensitive, context, max_results)
-    else:
+    if found is None or found.overflowed:  # no rg, or lines too long for its JSON: the streaming scan
         regex = _compile(pattern, literal, case_sensitive)
         found = await anyio.to_thread.run_sync(
             lambda: _search_python(repo, target, regex, glob, context, max_results)
@@ -88,6 +89,7 @@ class _Found:
         self.matches: list[SearchMatch] = []
         self.total = 0
         self.files = 0
+        self.overflowed = False  # rg's output did not fit the capture before `limit` matches were read
 
 
 def _result(found: _Found, max_results: int) -> SearchResult:
@@ -145,8 +147,9 @@ async def _search_rg(
             break
         try:
             data = json.loads(raw)["data"]
-        except (ValueError, KeyError):
-            break  # proc's capture cap dropped the middle: keep only the head's matches
+        except (ValueError, KeyError):  # proc's capture cap dropped the middle (a huge line, e.g. minified JS)
+            found.overflowed = len(hits) < limit  # matches may be lost: the caller searches again without rg
+            break
         rel = os.path.normpath(_text(data["path"]))
         number = data["line_number"]
         if last_context is not None and (rel != last_context[0] or number > last_context[1]):
