@@ -2,7 +2,7 @@
 and text with their values replaced (tool results, log lines, the run ledger).
 
 A variable is secret when it is one of ours (`M2_API_KEY`, `OPENAI_API_KEY`, `M2_MCP_TOKEN`) or
-its name looks like a credential (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`, ...) or is `AWS_*`.
+its name looks like a credential (`*_TOKEN`, `*_KEY`, `*SECRET*`, `*PASSWORD*`, `*_PWD`, `*_DSN`, `*JWT*`, ...) or is `AWS_*`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ OURS = ("M2_API_KEY", "OPENAI_API_KEY", "M2_MCP_TOKEN")
 # Unset for model-chosen commands but not redacted from text (an endpoint URL is not a secret in a result).
 UNSET_ONLY = ("M2_BASE_URL", "SSH_AUTH_SOCK", "GPG_AGENT_INFO")
 _NAMES = re.compile(
-    r"(_TOKEN|_TOKENS|_KEY|_KEYS|_PAT|_CREDENTIAL|_CREDENTIALS|_AUTH)$|SECRET|PASSWORD|"
+    r"(_TOKEN|_TOKENS|_KEY|_KEYS|_PAT|_CREDENTIAL|_CREDENTIALS|_AUTH|_PWD|_PASS|_DSN)$|SECRET|PASSWORD|JWT|"
     r"PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|^GITHUB_TOKEN$|^GH_TOKEN$|^HF_TOKEN$|^NPM_TOKEN$|^DATABASE_URL$",
     re.IGNORECASE,
 )

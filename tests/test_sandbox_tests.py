@@ -135,3 +135,14 @@ def test_redacted_in_results_and_the_task_store(tmp_path: Path, monkeypatch: pyt
     store.update(record["id"], result=result.model_dump(mode="json") | {"summary": f"done {SECRET}"})
     on_disk = (tmp_path / "tasks" / f"{record['id']}.json").read_text()
     assert SECRET not in on_disk and "use [redacted]" in on_disk and "done [redacted]" in on_disk
+
+
+@pytest.mark.parametrize("name, secret", [
+    ("M2_API_KEY", True), ("GITHUB_TOKEN", True), ("AWS_PROFILE", True), ("MYSQL_PWD", True), ("DB_PASS", True),
+    ("SENTRY_DSN", True), ("CI_JOB_JWT", True), ("DB_PASSWORD", True), ("PATH", False), ("PWD", False),
+    ("OLDPWD", False), ("HOME", False), ("LANG", False), ("PYTHONPATH", False), ("CI_JOB_ID", False),
+])
+def test_which_variables_are_secret(name: str, secret: bool) -> None:
+    from m2_mcp.redact import is_secret
+
+    assert is_secret(name) is secret
