@@ -2,7 +2,8 @@
 
 Refused: path options (`--basetemp`, `--rootdir`, `-c`, `--confcutdir`, `--junitxml`, `--log-file`,
 ...) and test paths that resolve outside the root or into `.git`; `-p` plugins given as paths;
-`-o` overrides of path settings that point outside, and `-o addopts` (pass the options themselves).
+`-o` overrides of path settings that point outside, `-o addopts` and `@file` argument files (pass the
+options themselves).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def check_args(repo: Repo, args: list[str]) -> None:
         arg = args[i]
         if not isinstance(arg, str):
             raise ToolError("run_tests args must be strings")
+        if arg.startswith("@"):  # pytest reads more arguments from that file, past these checks
+            raise ToolError(f"refused run_tests argument {arg!r}: pass the arguments themselves, not an @file")
         name, value, glued = _split(arg)
         if not glued and name in PATH_OPTIONS | {"-p", "-o", "--override-ini", "--cov-report"} | VALUE_OPTIONS:
             if name == "--debug" and (i + 1 >= len(args) or args[i + 1].startswith("-")):

@@ -42,7 +42,7 @@ def run(root: Path, args: list[str]):
     ["--junitxml=/tmp/out.xml"], ["--log-file", "../log.txt"], ["--result-log=/tmp/r.log"], ["--debug=/tmp/d.log"],
     ["-p", "/tmp/evil.py"], ["-p../evil"], ["-o", "cache_dir=/tmp/cache"], ["--override-ini=log_file=/tmp/l"],
     ["-o", "addopts=--basetemp=/tmp/x"], ["/etc"], ["../other/test_x.py::test_y"], [".git/hooks"],
-    ["--cov-report=html:/tmp/html"],
+    ["--cov-report=html:/tmp/html"], ["@/etc/passwd"], ["@args.txt"],
 ])
 def test_args_pointing_outside_are_refused(repo: Path, args: list[str]) -> None:
     with pytest.raises(ToolError) as info:
