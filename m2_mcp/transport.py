@@ -8,7 +8,8 @@ HTTP rules (both HTTP transports):
 - on loopback binds every route (`/health` and `/metrics` too) checks `Host` (421);
 - `/health` answers `ok`, `/metrics` serves the Prometheus metrics;
 - at most MAX_CONNECTIONS connections are kept (more are closed at once), a connection that
-  sends nothing is closed after IDLE_TIMEOUT_S, and a repeated log message is written once per
+  sends nothing is closed after IDLE_TIMEOUT_S, one whose request headers trickle in for longer
+  than HEADERS_TIMEOUT_S is closed too (slowloris), and a repeated log message is written once per
   LOG_INTERVAL_S with a count of the repeats, so a flood of clients cannot flood stderr.
 """
 
@@ -48,6 +49,7 @@ _LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 GRACEFUL_SHUTDOWN_S = 3  # HTTP: open SSE streams never finish on their own
 MAX_CONNECTIONS = 512  # lowered to fit the file-descriptor limit
 IDLE_TIMEOUT_S = 10  # a connection that sends no request in this time is closed
+HEADERS_TIMEOUT_S = 10  # ... and one whose request headers are not complete this long after they began
 LOG_INTERVAL_S = 10
 
 
@@ -265,7 +267,9 @@ def connection_limit() -> int:
 
 
 def capped_protocol(limit: int) -> type:
-    """uvicorn's h11 protocol, closing connections beyond `limit` at once and idle ones after IDLE_TIMEOUT_S."""
+    """uvicorn's h11 protocol, closing connections beyond `limit` at once, idle ones after IDLE_TIMEOUT_S,
+    and those whose request headers are still incomplete HEADERS_TIMEOUT_S after they began."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class CappedProtocol(H11Protocol):
@@ -278,12 +282,27 @@ def capped_protocol(limit: int) -> type:
             self.timeout_keep_alive_task = self.loop.call_later(IDLE_TIMEOUT_S, self.timeout_keep_alive_handler)
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if getattr(self, "_headers_due", None) is not None:
+                self._headers_due.cancel()
             if self in self.connections:
                 super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self in self.connections:
-                super().data_received(data)
+            if self not in self.connections:
+                return
+            if self.conn.their_state is h11.IDLE and getattr(self, "_headers_due", None) is None:
+                # a request has begun: its headers must all arrive by the deadline, however slowly they trickle
+                self._headers_due = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_too_slow)
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE and getattr(self, "_headers_due", None) is not None:
+                self._headers_due.cancel()
+                self._headers_due = None
+
+        def _headers_too_slow(self) -> None:
+            self._headers_due = None
+            if not self.transport.is_closing():
+                log.warning("closed a connection whose request headers took over %d s", HEADERS_TIMEOUT_S)
+                self.transport.close()
 
     return CappedProtocol
 

@@ -161,3 +161,25 @@ async def test_a_directory_swapped_for_a_symlink_never_leaks_writes(repo: Path, 
     if parked.exists() and not d.exists():
         os.rename(parked, d)
     shutil.rmtree(outside)
+
+
+def test_request_headers_that_trickle_in_are_cut_off(repo: Path) -> None:
+    """Slowloris: a byte every second keeps a connection from looking idle, but the headers have a deadline."""
+    from m2_mcp.transport import HEADERS_TIMEOUT_S
+
+    with start_http_server(repo, "http") as (url, proc):
+        parts = urlsplit(url)
+        s = socket.create_connection((parts.hostname, parts.port), timeout=5)
+        s.sendall(b"GET /health HTTP/1.1\r\n")
+        started, closed = time.monotonic(), False
+        try:
+            while time.monotonic() - started < HEADERS_TIMEOUT_S + 30:
+                time.sleep(1)
+                s.sendall(b"X")
+        except OSError:  # reset or broken pipe: the server closed it
+            closed = True
+        finally:
+            s.close()
+        assert closed, "a trickling request was never cut off"
+        assert time.monotonic() - started >= HEADERS_TIMEOUT_S - 1  # by the deadline, not at once
+        assert get(url, "/health") == 200 and proc.poll() is None
