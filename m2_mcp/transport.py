@@ -73,13 +73,24 @@ def is_local_origin(origin: str) -> bool:
     return parts.scheme in ("http", "https") and parts.hostname in _LOCAL_NAMES
 
 
+MIN_TOKEN_CHARS = 16  # a token that guards the tools on a network is not a short password
+
+
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to expose the tools beyond this machine without a token."""
-    if not is_loopback(host) and not token:
+    """Refuse to expose the tools beyond this machine without a token of at least MIN_TOKEN_CHARS."""
+    if not host.strip():
+        raise UsageError("--host must not be empty (e.g. 127.0.0.1)")
+    if is_loopback(host):
+        return
+    if not token:
         raise UsageError(
             f"refusing to bind {host} without a token: set {TOKEN_ENV} (clients then send "
             f"'Authorization: Bearer <token>'), or bind 127.0.0.1"
         )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UsageError(f"refusing to bind {host} with a {len(token)}-character {TOKEN_ENV}: use at least "
+                         f"{MIN_TOKEN_CHARS} random characters (e.g. python -c 'import secrets; "
+                         "print(secrets.token_urlsafe(32))')")
 
 
 class Guard:
@@ -127,11 +138,18 @@ class Guard:
 
 
 def host_name(host: str) -> str:
-    """`Host` without its port: `127.0.0.1:8765` -> `127.0.0.1`, `[::1]:80` -> `[::1]`."""
+    """`Host` without its port: `127.0.0.1:8765` -> `127.0.0.1`, `[::1]:80` -> `[::1]`; "" when what
+    follows the name is not a port (`127.0.0.1:80@evil.example`)."""
     host = host.strip().lower()
     if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        end = host.find("]") + 1
+        name, rest = (host[:end], host[end:]) if end else ("", "")
+    elif host.count(":") > 1:  # an unbracketed IPv6 address: no port
+        name, rest = host, ""
+    else:
+        name, sep, port = host.partition(":")
+        rest = sep + port
+    return name if not rest or (rest[0] == ":" and rest[1:].isdigit()) else ""
 
 
 def loopback_hosts(host: str) -> set[str] | None:

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx2
 import pytest
@@ -70,6 +71,8 @@ def test_http_refuses_foreign_origin(open_http: str) -> None:
     assert post_init(open_http, Origin="null").status_code == 403
     assert httpx2.get(base(open_http) + "/health", headers={"Origin": "https://evil.example"}).status_code == 403
     assert post_init(open_http, Host="evil.example").status_code == 421  # loopback bind: Host is checked too
+    port = urlsplit(open_http).port
+    assert post_init(open_http, Host=f"127.0.0.1:{port}@evil.example").status_code == 421  # not a port
 
 
 def test_http_accepts_local_origin(open_http: str) -> None:
@@ -147,6 +150,15 @@ def test_non_loopback_bind_without_token_is_refused(repo: Path) -> None:
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "M2_MCP_TOKEN" in lines[0], proc.stderr
+
+
+def test_non_loopback_bind_with_a_short_token_or_an_empty_host_is_refused(repo: Path) -> None:
+    short = run_cli("serve", "--transport", "http", "--host", "0.0.0.0", "--repo", str(repo),
+                    env={"M2_MCP_TOKEN": "a"}, timeout=60)
+    empty = run_cli("serve", "--transport", "http", "--host", "", "--repo", str(repo), timeout=60)
+    for proc, message in ((short, "1-character M2_MCP_TOKEN"), (empty, "--host must not be empty")):
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
 
 
 def test_non_loopback_bind_with_token_still_checks_origin(repo: Path) -> None:
