@@ -237,10 +237,23 @@ def test_sglang_across_two_nodes_is_one_tensor_parallel_group():
     assert not selects(service["spec"]["selector"], template["workerTemplate"]["metadata"]["labels"])
 
 
-def test_bad_nodes_and_replicas_are_one_line_errors():
-    for args in (["--nodes", "0"], ["--replicas", "0"]):
-        out = run_cli("model", "k8s", *args, timeout=60)
-        assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "0"], "--nodes"), (["--replicas", "0"], "--replicas"), (["--port", "70000"], "--port"),
+    (["--port", "0"], "--port"), (["--max-model-len", "-5"], "--max-model-len"), (["--name", "Bad_Name!"], "--name"),
+    (["--name", "m" * 41], "--name"), (["--namespace", "x y"], "--namespace"), (["--cache-size", "abc"], "--cache-size"),
+    (["--vllm-version", "abc"], "--vllm-version"),
+])
+def test_bad_k8s_values_are_one_line_errors(args: list[str], message: str):
+    out = run_cli("model", "k8s", *args, timeout=60)
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith("m2-mcp: error: ") and message in line
+
+
+def test_a_vllm_version_outside_the_tested_range_is_said():
+    out = run_cli("model", "serve", "--dry-run", "--vllm-version", "0.5.0", timeout=60)
+    assert out.returncode == 0 and "--reasoning-parser minimax_m2_append_think" in out.stdout
+    assert "outside the tested range (0.11.2 to 0.33.0)" in out.stderr
 
 
 # ---- the team plan ---------------------------------------------------------------------------

@@ -149,6 +149,17 @@ def _k8s(args) -> int:
         raise UsageError("need --replicas >= 1 and 1 <= --min-replicas <= --max-replicas")
     if args.nodes < 1:
         raise UsageError("--nodes must be 1 or more")
+    import re
+
+    # Kubernetes names (RFC 1123 labels); the objects add suffixes such as `-router-discovery` to --name
+    label = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+    for flag, value, longest in (("--name", args.name, 40), ("--namespace", args.namespace, 63),
+                                 ("--cache-pvc", args.cache_pvc or "x", 63)):
+        if not label.fullmatch(value) or len(value) > longest:
+            raise UsageError(f"{flag} must be lowercase letters, digits and '-', starting and ending with a letter "
+                             f"or digit, at most {longest} characters: {value!r}")
+    if not re.fullmatch(r"\d+(\.\d+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", args.cache_size):
+        raise UsageError(f"--cache-size must be a Kubernetes quantity such as 300Gi, not {args.cache_size!r}")
     docs = manifest(
         spec_from_args(args), name=args.name, namespace=args.namespace, image=args.image,
         replicas=args.min_replicas if args.hpa else args.replicas, nodes=args.nodes, hpa=args.hpa,

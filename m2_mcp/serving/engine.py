@@ -8,6 +8,7 @@ engine's version (parsers.reasoning_parser), and SAFETENSORS_FAST_GPU=1 for fast
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -146,6 +147,20 @@ def add_engine_arguments(parser, host_default: str = LOCAL_HOST, host_note: str 
 
 
 def spec_from_args(args) -> EngineSpec:
+    """The engine spec from the shared flags; UsageError for a value no engine would take."""
+    from m2_mcp.serving.parsers import NEWEST_TESTED_VLLM, OLDEST_TESTED_VLLM, version_tuple
+
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be from 1 to 65535, not {args.port}")
+    if args.max_model_len is not None and args.max_model_len < 1:
+        raise UsageError(f"--max-model-len must be a positive number of tokens, not {args.max_model_len}")
+    version = getattr(args, "vllm_version", None)
+    if version is not None:
+        if not re.fullmatch(r"v?\d+\.\d+(\.\d+)?\S*", version.strip()):
+            raise UsageError(f"--vllm-version must look like {NEWEST_TESTED_VLLM}, not {version!r}")
+        if not version_tuple(OLDEST_TESTED_VLLM) <= version_tuple(version) <= version_tuple(NEWEST_TESTED_VLLM):
+            sys.stderr.write(f"m2-mcp: warning: vLLM {version} is outside the tested range ({OLDEST_TESTED_VLLM} "
+                             f"to {NEWEST_TESTED_VLLM}); the reasoning parser is chosen as for the nearest tested\n")
     return EngineSpec(
         engine=args.engine, gpus=args.gpus, model=args.model, host=args.host, port=args.port,
         max_model_len=args.max_model_len, served_model_name=args.served_model_name, extra=tuple(args.extra),
