@@ -116,6 +116,25 @@ def test_bytes_and_modes_come_back_exactly(tmp_path: Path, eol: str):
     assert git(repo, "ls-files", "-s") == index_before
 
 
+def test_a_file_replaced_by_an_empty_directory_comes_back_and_a_lost_big_ignored_file_is_named(tmp_path: Path):
+    repo = make_repo(tmp_path / "proj", {**BUGGY, ".gitignore": "build/\n", "script.sh": "#!/bin/sh\necho hi\n"})
+    (repo / "build").mkdir()
+    (repo / "build" / "big.bin").write_bytes(b"x" * (3 << 20))  # too large for a checkpoint to copy
+    before = state(repo)
+    vandal = shell("rm script.sh && mkdir script.sh && rm build/big.bin")
+    with start_standin({"scripts": [{"turns": turns_with(vandal)}]}, tmp_path) as m2:
+        proc, result = fix(repo, m2.base_url)
+    assert result["status"] == "fixed", proc.stderr
+    done = undo(repo)
+    assert done.returncode == 1  # not everything is back, and it says which
+    assert "1 git-ignored file(s) the run deleted were too large" in done.stdout and "build/big.bin" in done.stdout
+    assert "m2-mcp undo " in done.stdout and "brings it back" in done.stdout
+    after = state(repo)
+    assert after["script.sh"] == before["script.sh"]  # the empty directory in its place held nothing
+    assert {k: v for k, v in after.items() if k != "build/big.bin"} == \
+        {k: v for k, v in before.items() if k != "build/big.bin"}
+
+
 def test_a_merge_conflict_index_is_restored_with_its_stages(tmp_path: Path):
     repo = make_repo(tmp_path / "proj", {**BUGGY, "notes.txt": "base\n"})
     git(repo, "checkout", "-qb", "other")

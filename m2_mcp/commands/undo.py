@@ -41,7 +41,11 @@ def run(args) -> int:
     if done["skipped"]:
         notes.append(f"could not restore {len(done['skipped'])} file(s) whose place is taken by a directory, "
                      f"a symlink or a nested repository (e.g. {done['skipped'][0]})")
-    saved = f"previous state saved as {done['safety_checkpoint']}" if done["safety_checkpoint"] else \
-        "the working tree already matched it"
+    if done["lost"]:
+        notes.append(f"{len(done['lost'])} git-ignored file(s) the run deleted were too large to keep in the "
+                     f"checkpoint and are not back (e.g. {done['lost'][0]})")
+    safety = done["safety_checkpoint"]
+    saved = f"the state before this undo is saved: 'm2-mcp undo {safety.removeprefix('refs/m2-mcp/checkpoints/')}' " \
+        "brings it back" if safety else "the working tree already matched it"
     print(f"restored {done['restored']}; {'; '.join(notes)}; {saved}")
-    return 1 if done["skipped"] else 0
+    return 1 if done["skipped"] or done["lost"] else 0

@@ -43,7 +43,7 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
         if legacy:
             wanted = {**ls_tree(root, legacy.group(1)), **wanted}
     keep_dirs = {str(Path(rel).parent) for rel in [*wanted, *meta.get("present", []), *ignored]}
-    removed, skipped, created = [], [], []
+    removed, skipped, created, lost = [], [], [], []
     for rel, sha in _created(record).items():
         if rel not in wanted and rel not in ignored and _parents_ok(root, rel) and blob_sha(root / rel) == sha:
             os.unlink(root / rel)
@@ -73,6 +73,8 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
             if data is not None and (read_regular(root / rel, IGNORED_FILE_MAX) != data
                                      or _perm(root / rel) != entry["perm"]):
                 _put(root, rel, data=data, perm=entry["perm"]) or skipped.append(rel)
+        elif not os.path.lexists(root / rel):  # too large to copy into the checkpoint, and gone since
+            lost.append(rel)
     if record is not None:
         restore_index(root, (record / "index").read_bytes())
     else:
@@ -82,7 +84,7 @@ def restore_state(g: git.Repo, commit: str, loaded: tuple[Path, dict] | None, cu
     run_git(root, "update-index", "-q", "--refresh", "--unmerged", "--ignore-submodules", check=False)
     seen_now = set(now) | set(current[1]["ignored"] if current else ())
     left = sorted(seen_now - set(wanted) - set(ignored) - set(removed))
-    return {"removed": removed, "left": left, "skipped": skipped, "created": created}
+    return {"removed": removed, "left": left, "skipped": skipped, "created": created, "lost": lost}
 
 
 def _created(record: Path | None) -> dict[str, str]:
@@ -119,10 +121,15 @@ def _parents_ok(root: Path, rel: str, create: bool = False) -> bool:
 
 def _put(root: Path, rel: str, *, data: bytes = b"", link: str | None = None, perm: int | None = None) -> bool:
     """Write one file (or symlink) atomically with exact permission bits; False if its place is
-    taken by a directory, or a directory above it is a symlink, a file or a nested repo."""
+    taken by a directory that is not empty, or a directory above it is a symlink, a file or a nested repo."""
     target = root / rel
-    if not _parents_ok(root, rel, create=True) or (os.path.isdir(target) and not os.path.islink(target)):
+    if not _parents_ok(root, rel, create=True):
         return False
+    if os.path.isdir(target) and not os.path.islink(target):
+        try:
+            os.rmdir(target)  # an empty directory in the file's place holds nothing to lose
+        except OSError:
+            return False
     tmp = target.with_name(f".{target.name[:200]}.m2undo-{os.getpid()}")
     if os.path.lexists(tmp):
         os.unlink(tmp)
