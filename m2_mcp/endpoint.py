@@ -36,6 +36,10 @@ def display_url(url: str) -> str:
 
 
 def resolve_endpoint(base_url: str | None = None, model: str | None = None) -> Endpoint:
+    """Flag, else environment (an empty variable counts as unset), else the default; an empty flag is an error."""
+    for flag, value in (("--base-url", base_url), ("--model", model)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} must not be empty (leave it out to use the environment or the default)")
     return Endpoint(
         base_url=(base_url or os.environ.get("M2_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
         model=model or os.environ.get("M2_MODEL") or DEFAULT_MODEL,

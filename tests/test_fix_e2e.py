@@ -406,6 +406,7 @@ def test_usage_errors_come_before_any_work(buggy: Path, tmp_path: Path):
         (["--context-window", "10"], "--context-window"),
         (["--timeout", "nan"], "not a finite number: 'nan'"),
         (["--price-in", "inf"], "not a finite number: 'inf'"),
+        (["--model", ""], "--model must not be empty"),
     ]
     with start_standin({"scripts": [{"turns": fixing_turns()}]}, tmp_path) as m2:
         for extra, message in cases:
