@@ -339,3 +339,8 @@ def test_team_plan_bad_input_is_one_line():
         assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     small = run_cli("model", "plan", "--gpus", "4", "--gpu-mem", "24", "--runs", "2", timeout=60)
     assert small.returncode == 1 and "fits: no:" in small.stdout
+
+
+def test_nodes_asked_for_but_not_needed_are_said_so():
+    p = make_team_plan(1, 196_608, 8, 80, nodes=2)
+    assert p.fits and p.nodes == 2 and p.multinode.startswith("as asked (--nodes 2); not needed")

@@ -196,6 +196,9 @@ def make_team_plan(runs: int, context: int, gpus: int, gpu_mem_gb: float, *, nod
                           f"{multi.nodes * gpus} GPUs and need {multi.total_gpus} GPUs in all instead of "
                           f"{single.total_gpus}; memory only: fewer GPUs is less compute per run, and the "
                           "pipeline stages talk over the network")
+    elif plan.fits and plan.nodes > 1:
+        plan.multinode = (f"as asked (--nodes {plan.nodes}); not needed: one node of {gpus} x {gpu_mem_gb:g} GB "
+                          "holds a run")
     return plan
 
 
