@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from m2_mcp.envcheck import number  # checked when serve/fix start
+
 # A character budget of N tokens is N * CHARS_PER_TOKEN characters: few enough for dense code (the
 # stdlib averages ~3.8 characters per real token), and truncate() also holds the token count itself.
 CHARS_PER_TOKEN = 3
@@ -49,8 +51,6 @@ def estimate_tokens(text: str) -> int:
 
 def output_tokens() -> int:
     """The per-result token budget (env `M2_MCP_OUTPUT_TOKENS`)."""
-    from m2_mcp.envcheck import number  # checked when serve/fix start
-
     return max(500, int(number("M2_MCP_OUTPUT_TOKENS", DEFAULT_OUTPUT_TOKENS)))
 
 

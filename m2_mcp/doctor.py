@@ -17,8 +17,8 @@ from pathlib import Path
 
 import anyio
 
-from m2_mcp.errors import ToolError
 from m2_mcp.endpoint import Endpoint, list_models
+from m2_mcp.errors import ToolError, UsageError
 
 MARKS = {"ok": "✓", "fail": "✗", "warn": "!", "skip": "-"}
 PARSER_FIX = ("restart vLLM with --enable-auto-tool-choice --tool-call-parser minimax_m2 "
@@ -280,7 +280,6 @@ def test_command_check(repo: str | None, test_cmd: str | None = None) -> Check:
 def sandbox_check() -> Check:
     """Model-chosen commands (shell, run_tests) run in the bubblewrap sandbox (m2_mcp.sandbox)."""
     from m2_mcp import sandbox
-    from m2_mcp.errors import UsageError
 
     if not shutil.which("bash"):
         return Check("sandbox", "fail", "bash not found: the shell and run_tests tools need it", "install bash")
@@ -315,7 +314,6 @@ def repo_check(repo: str | None) -> Check:
 def settings_check() -> Check:
     """The numeric M2_MCP_* / M2_PRICE_* settings that serve and fix check when they start."""
     from m2_mcp.envcheck import NUMBERS, check_env
-    from m2_mcp.errors import UsageError
 
     try:
         check_env()

@@ -15,6 +15,7 @@ HTTP rules (both HTTP transports):
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -291,6 +292,8 @@ def capped_protocol(limit: int) -> type:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class CappedProtocol(H11Protocol):
+        _headers_due: asyncio.TimerHandle | None = None  # set while a request's headers are arriving
+
         def connection_made(self, transport) -> None:  # type: ignore[no-untyped-def]
             if len(self.connections) >= limit:
                 log.warning("too many connections (limit %d); closing new ones", limit)
@@ -300,7 +303,7 @@ def capped_protocol(limit: int) -> type:
             self.timeout_keep_alive_task = self.loop.call_later(IDLE_TIMEOUT_S, self.timeout_keep_alive_handler)
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if getattr(self, "_headers_due", None) is not None:
+            if self._headers_due is not None:
                 self._headers_due.cancel()
             if self in self.connections:
                 super().connection_lost(exc)
@@ -308,11 +311,11 @@ def capped_protocol(limit: int) -> type:
         def data_received(self, data: bytes) -> None:
             if self not in self.connections:
                 return
-            if self.conn.their_state is h11.IDLE and getattr(self, "_headers_due", None) is None:
+            if self.conn.their_state is h11.IDLE and self._headers_due is None:
                 # a request has begun: its headers must all arrive by the deadline, however slowly they trickle
                 self._headers_due = self.loop.call_later(HEADERS_TIMEOUT_S, self._headers_too_slow)
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE and getattr(self, "_headers_due", None) is not None:
+            if self.conn.their_state is not h11.IDLE and self._headers_due is not None:
                 self._headers_due.cancel()
                 self._headers_due = None
 

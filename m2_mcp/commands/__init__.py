@@ -7,7 +7,7 @@ import argparse
 import math
 
 
-def number(text: str) -> float:
+def finite_float(text: str) -> float:
     """argparse type for every float option: a finite number (`nan`, `inf` are refused as usage errors)."""
     try:
         value = float(text)

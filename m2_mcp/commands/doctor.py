@@ -8,13 +8,13 @@ HELP = ("check the model endpoint (reachable, model served, a tool call parses, 
 
 
 def add_arguments(parser) -> None:
-    from m2_mcp.commands import number
+    from m2_mcp.commands import finite_float
 
     from m2_mcp.endpoint import add_endpoint_arguments
 
     add_endpoint_arguments(parser)
     parser.add_argument("--repo", help="repository to inspect (env M2_REPO; default current directory)")
-    parser.add_argument("--timeout", type=number, default=5.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=finite_float, default=5.0, metavar="SECONDS",
                         help="per-request timeout for the endpoint (default 5; the tool-call round trip gets 6x)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.epilog = "✓ passed  ✗ failed (required)  ! optional, worth fixing  - skipped. The API key is never shown."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -18,7 +17,7 @@ branch from a separate worktree; your checkout is not touched."""
 
 
 def add_arguments(parser) -> None:
-    from m2_mcp.commands import number
+    from m2_mcp.commands import finite_float
 
     from m2_mcp.endpoint import add_endpoint_arguments
     from m2_mcp.repo import DEFAULT_TEST_CMD
@@ -31,22 +30,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", default=None, help='what to do (default: "make the failing tests pass")')
     parser.add_argument("--test-cmd", default=DEFAULT_TEST_CMD, help=f"test command (default: {DEFAULT_TEST_CMD})")
     parser.add_argument("--max-steps", type=int, default=50, help="model turns at most (default: 50)")
-    parser.add_argument("--timeout", type=number, default=1800,
+    parser.add_argument("--timeout", type=finite_float, default=1800,
                         help="seconds for the run (default: 1800); the deciding test run after it gets at most 30 s more")
     parser.add_argument("--branch", help="work on this new branch in a separate worktree and commit there")
     parser.add_argument("--json-out", help="also write the result JSON to this file")
     parser.add_argument("--allow-test-edits", action="store_true", help="let the agent edit test files")
     add_endpoint_arguments(parser)
-    parser.add_argument("--max-cost", type=number, default=None, metavar="USD", help="stop once the run costs this much")
+    parser.add_argument("--max-cost", type=finite_float, default=None, metavar="USD", help="stop once the run costs this much")
     parser.add_argument("--token-budget", type=int, default=None, metavar="N",
                         help="stop once prompt+completion tokens reach N")
     parser.add_argument("--no-progress", type=int, default=3, metavar="N",
                         help="stop when N test runs in a row fail the same way (default: 3)")
     parser.add_argument("--context-window", type=int, default=196_608, metavar="TOKENS",
                         help="the model's context window; older tool outputs are compacted near it (default: 196608)")
-    parser.add_argument("--price-in", type=number, default=None, metavar="USD",
+    parser.add_argument("--price-in", type=finite_float, default=None, metavar="USD",
                         help="USD per million prompt tokens (env M2_PRICE_IN; default 0.30)")
-    parser.add_argument("--price-out", type=number, default=None, metavar="USD",
+    parser.add_argument("--price-out", type=finite_float, default=None, metavar="USD",
                         help="USD per million completion tokens (env M2_PRICE_OUT; default 1.20)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     from m2_mcp.sandbox import add_arguments as add_sandbox_arguments
@@ -63,9 +62,8 @@ def run(args) -> int:
 
     for name in ("max_steps", "no_progress", "token_budget", "max_cost", "timeout", "price_in", "price_out"):
         value = getattr(args, name)
-        if value is not None and (not math.isfinite(value) or (value < 0 if name.startswith("price") else value <= 0)):
-            raise UsageError(f"--{name.replace('_', '-')} must be a finite number "
-                             f"{'>= 0' if name.startswith('price') else 'above 0'}")
+        if value is not None and (value < 0 if name.startswith("price") else value <= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be {'>= 0' if name.startswith('price') else 'positive'}")
     if args.context_window < 4096:
         raise UsageError("--context-window must be at least 4096 tokens")
     if not args.test_cmd.strip():

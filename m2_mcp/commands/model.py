@@ -17,7 +17,7 @@ K8S_HELP = ("print a Kubernetes manifest for MiniMax-M2: the engine (Deployment,
 
 
 def add_arguments(parser) -> None:
-    from m2_mcp.commands import number
+    from m2_mcp.commands import finite_float
 
     from m2_mcp.serving.engine import ENGINES, GPU_COUNTS, add_engine_arguments
     from m2_mcp.serving.k8s import ROUTER_IMAGE, ROUTER_PACKAGE, ROUTER_POLICIES, ROUTERS
@@ -34,12 +34,12 @@ def add_arguments(parser) -> None:
     add_engine_arguments(serve, host_note="; vLLM's own default is 0.0.0.0, so pass --host 0.0.0.0 to serve "
                          "other machines")
     serve.add_argument("--dry-run", action="store_true", help="print the exact command and environment, then exit")
-    serve.add_argument("--timeout", type=number, default=1800, metavar="SECONDS",
+    serve.add_argument("--timeout", type=finite_float, default=1800, metavar="SECONDS",
                        help="how long to wait for the engine to load and answer /health (default 1800)")
 
     plan = subparser("plan", PLAN_HELP, _plan)
     plan.add_argument("--gpus", type=int, choices=GPU_COUNTS, required=True, help="GPUs per node (4 or 8)")
-    plan.add_argument("--gpu-mem", type=number, required=True, metavar="GB", help="memory per GPU in GB (e.g. 96)")
+    plan.add_argument("--gpu-mem", type=finite_float, required=True, metavar="GB", help="memory per GPU in GB (e.g. 96)")
     plan.add_argument("--context", type=int, metavar="TOKENS",
                       help="context per request (with --runs: per agent run, default M2's window 196,608; "
                            "without: default as much as fits)")
@@ -48,7 +48,7 @@ def add_arguments(parser) -> None:
                       help="plan for a team: N agent runs at once; prints replicas, GPUs and the `model k8s` command")
     plan.add_argument("--nodes", type=int, metavar="N",
                       help="nodes per model instance (with --runs; default: 1, or 2 when one node cannot hold a run)")
-    plan.add_argument("--gpu-mem-util", type=number, default=0.9, metavar="FRACTION",
+    plan.add_argument("--gpu-mem-util", type=finite_float, default=0.9, metavar="FRACTION",
                       help="share of each GPU the engine may use, like vLLM's --gpu-memory-utilization (default 0.9)")
     plan.add_argument("--engine", choices=ENGINES, default="vllm", help="engine whose flags to print (default vllm)")
     plan.add_argument("--json", action="store_true", help="machine-readable output")

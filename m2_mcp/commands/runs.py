@@ -6,14 +6,14 @@ HELP = "list past agent runs, or summarize runs, tokens and cost per day (--summ
 
 
 def add_arguments(parser) -> None:
-    from m2_mcp.commands import number
+    from m2_mcp.commands import finite_float
 
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="show the N newest runs (default 20)")
     parser.add_argument("--repo", metavar="DIR", help="only runs in this repository")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--summary", action="store_true", help="runs, success rate, tokens and cost per day")
     parser.add_argument("--days", type=int, default=7, metavar="N", help="days in the summary (default 7)")
-    parser.add_argument("--budget-usd", type=number, metavar="X",
+    parser.add_argument("--budget-usd", type=finite_float, metavar="X",
                         help="with --summary (implied): exit 1 if today's cost exceeds X dollars")
 
 

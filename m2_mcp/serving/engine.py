@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from m2_mcp.endpoint import DEFAULT_MODEL
 from m2_mcp.errors import UsageError
-from m2_mcp.serving.parsers import reasoning_parser
+from m2_mcp.serving.parsers import NEWEST_TESTED_VLLM, OLDEST_TESTED_VLLM, reasoning_parser, version_tuple
 
 ENGINES = ("vllm", "sglang")
 GPU_COUNTS = (4, 8)
@@ -148,8 +148,6 @@ def add_engine_arguments(parser, host_default: str = LOCAL_HOST, host_note: str 
 
 def spec_from_args(args) -> EngineSpec:
     """The engine spec from the shared flags; UsageError for a value no engine would take."""
-    from m2_mcp.serving.parsers import NEWEST_TESTED_VLLM, OLDEST_TESTED_VLLM, version_tuple
-
     if not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be from 1 to 65535, not {args.port}")
     if args.max_model_len is not None and args.max_model_len < 1:
